@@ -1,0 +1,275 @@
+"""Publisher and Subscriber skeletons: the Event Service without the Pyro plumbing.
+
+Both find the Event Service through the name server (or take its URI), prove
+the passphrase when given one, and reuse their connection. A Subscriber runs
+its own Pyro5 daemon holding a small callback object; the ES delivers batches
+of events to it in order, and the skeleton calls ``event()`` for each, one at a
+time.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import typing as t
+
+from Pyro5 import config as pyro_config
+from Pyro5 import core, errors
+from Pyro5.server import expose
+
+from . import auth, naming
+from .event import Event
+
+__all__ = ["Publisher", "Subscriber"]
+
+log = logging.getLogger("eventservice.clients")
+
+Subjects = t.Union[str, t.List[str], t.Tuple[str, ...]]
+
+# Pyro5 reads SERVERTYPE when a daemon is built; we set it only around our own construction.
+_daemon_construction = threading.Lock()
+
+
+class _Client:
+    """What both skeletons share: finding the ES, the passphrase, one reusable proxy."""
+
+    def __init__(self, ident: str | None, esURI: str | core.URI | None) -> None:
+        self._authenticator = auth.Authenticator(ident) if ident else None
+        self._esURI = esURI
+        self._es_lock = threading.RLock()
+        self._es = naming.es_proxy(esURI, self._authenticator)
+
+    def getES(self) -> t.Any:
+        """A new proxy to the Event Service, owned by the calling thread."""
+        return auth.make_proxy(self._es._pyroUri, self._authenticator)
+
+    def _call_es(self, method: str, *args: t.Any, keep_connection: bool = True) -> t.Any:
+        """Call the ES from any thread; after a lost connection, find the ES again and retry once."""
+        with self._es_lock:
+            self._es._pyroClaimOwnership()
+            try:
+                return getattr(self._es, method)(*args)
+            except errors.ConnectionClosedError as error:
+                log.info("connection to the Event Service lost (%s); reconnecting", error)
+                self._reconnect()
+                return getattr(self._es, method)(*args)
+            except errors.CommunicationError as error:
+                if isinstance(error, (errors.TimeoutError, auth.PassphraseError)):
+                    raise
+                log.info("Event Service unreachable (%s); looking it up again", error)
+                self._reconnect()
+                return getattr(self._es, method)(*args)
+            finally:
+                if not keep_connection:
+                    self._es._pyroRelease()
+
+    def _reconnect(self) -> None:
+        self._es._pyroRelease()
+        self._es = naming.es_proxy(self._esURI, self._authenticator)
+
+
+class Publisher(_Client):
+    """Publishes events; safe to share between threads.
+
+    :param ident: the passphrase the ES requires, if any
+    :param esURI: the ES's URI; None finds it through the name server
+    Raises NamingError when there is no name server or no ES registered in it.
+    """
+
+    def __init__(self, ident: str | None = None, esURI: str | core.URI | None = None) -> None:
+        super().__init__(ident, esURI)
+        with self._es_lock:
+            self._es._pyroBind()
+
+    def publish(self, subjects: Subjects, msg: t.Any) -> int:
+        """Publish ``msg`` under each subject; returns how many events the ES queued.
+
+        Returns once the ES accepted the event (it blocks while a receiving
+        subscriber's queue is full, under the default policy).
+        """
+        return self._call_es("publish", subjects, msg)
+
+    def close(self) -> None:
+        """Drop the connection to the ES."""
+        with self._es_lock:
+            self._es._pyroClaimOwnership()
+            self._es._pyroRelease()
+
+    def __enter__(self) -> Publisher:
+        return self
+
+    def __exit__(self, *exc_info: t.Any) -> None:
+        self.close()
+
+
+class _EventSink:
+    """The Pyro callback object the ES calls; forwards to its Subscriber."""
+
+    def __init__(self, subscriber: Subscriber) -> None:
+        self._subscriber = subscriber
+
+    @expose
+    def events(self, batch: list[t.Any]) -> None:
+        """Receive a batch of (subject, msg, time) in accepted order."""
+        self._subscriber._dispatch(Event(subject, msg, stamp) for subject, msg, stamp in batch)
+
+    @expose
+    def event(self, event: Event) -> None:
+        """Receive one event (the classic callback)."""
+        self._subscriber._dispatch((event,))
+
+
+class Subscriber(_Client):
+    """Receives events: subclass it and override ``event(event)``.
+
+    :param ident: the passphrase the ES requires, if any; the subscriber's own
+        daemon then accepts calls only from holders of it (no event injection)
+    :param esURI: the ES's URI; None finds it through the name server
+    Raises NamingError when there is no name server or no ES registered in it.
+
+    ``event()`` is never called concurrently for one Subscriber and runs in
+    the order the ES accepted the events, whatever ``setThreading`` says.
+    """
+
+    def __init__(self, ident: str | None = None, esURI: str | core.URI | None = None) -> None:
+        super().__init__(ident, esURI)
+        with self._es_lock:
+            self._es._pyroBind()  # fail now, not at the first subscribe
+            self._es._pyroRelease()  # subscribers hold no ES connection between calls
+        self._threaded = True
+        self._daemon: auth.AuthDaemon | None = None
+        self._sink = _EventSink(self)
+        self._object_id: str | None = None
+        self._callback: t.Any = None
+        self._listening = threading.Event()
+        self._abort = threading.Event()
+        self._dispatch_lock = threading.Lock()
+        self._subjects: set[str] = set()
+        self._patterns: set[str] = set()
+
+    # -- subscriptions ---------------------------------------------------
+
+    def subscribe(self, subjects: Subjects) -> None:
+        """Receive events of these exact subjects (case-insensitive)."""
+        self._call_es("subscribe", subjects, self._callback_proxy(), keep_connection=False)
+        self._subjects.update(_texts(subjects))
+
+    def subscribeMatch(self, subjectPatterns: Subjects) -> None:
+        """Receive events whose subject matches one of these regex patterns (case-insensitive, anchored at the start)."""
+        self._call_es("subscribeMatch", subjectPatterns, self._callback_proxy(), keep_connection=False)
+        self._patterns.update(_texts(subjectPatterns))
+
+    def unsubscribe(self, subjects: Subjects) -> None:
+        """Stop receiving these exact subjects and patterns."""
+        self._call_es("unsubscribe", subjects, self._callback_proxy(), keep_connection=False)
+        texts = set(_texts(subjects))
+        self._subjects -= texts
+        self._patterns -= texts
+
+    # -- receiving -------------------------------------------------------
+
+    def event(self, event: Event) -> None:
+        """Called for every event received; override it. The default logs the event."""
+        log.info("%s", event)
+
+    def setThreading(self, threaded: bool) -> None:
+        """Serve calls on the subscriber's daemon in a thread pool (True, default) or in one thread.
+
+        Either way ``event()`` is called one event at a time in accepted order.
+        Call it before ``listen()``; the subscriber's URI stays the same.
+        """
+        threaded = bool(threaded)
+        if self._listening.is_set():
+            raise RuntimeError("setThreading() must be called before listen()")
+        if threaded != self._threaded:
+            self._threaded = threaded
+            if self._daemon is not None:
+                self._rebuild_daemon()
+
+    def listen(self) -> None:
+        """Serve incoming events until ``abort()``."""
+        daemon = self._get_daemon()
+        self._listening.set()
+        try:
+            daemon.requestLoop(lambda: not self._abort.is_set())
+        finally:
+            self._listening.clear()
+            self._abort.clear()
+
+    def listenInThread(self) -> threading.Thread:
+        """Run ``listen()`` in a daemon thread and return it; ``abort()`` stops it."""
+        self._get_daemon()
+        thread = threading.Thread(target=self.listen, name="es-subscriber-listen", daemon=True)
+        thread.start()
+        return thread
+
+    def abort(self) -> None:
+        """Make ``listen()`` return promptly; may be called from inside ``event()``."""
+        self._abort.set()
+        daemon = self._daemon
+        if daemon is not None and daemon.transportServer is not None:
+            try:
+                daemon.transportServer.wakeup()
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        """Leave the ES (drop every subscription) and shut the subscriber's daemon down."""
+        if self._callback is not None and (self._subjects or self._patterns):
+            try:
+                self._call_es("unsubscribeAll", self._callback, keep_connection=False)
+            except errors.PyroError as error:
+                log.info("could not unsubscribe from the Event Service: %s", error)
+        self._subjects.clear()
+        self._patterns.clear()
+        self.abort()
+        if self._daemon is not None:
+            self._daemon.close()
+            self._daemon = None
+
+    def __enter__(self) -> Subscriber:
+        return self
+
+    def __exit__(self, *exc_info: t.Any) -> None:
+        self.close()
+
+    # -- internals -------------------------------------------------------
+
+    def _dispatch(self, events: t.Iterable[Event]) -> None:
+        with self._dispatch_lock:
+            for event in events:
+                try:
+                    self.event(event)
+                except Exception:
+                    log.exception("event() raised for %s; going on with the next event", event.subject)
+
+    def _callback_proxy(self) -> t.Any:
+        self._get_daemon()
+        return self._callback
+
+    def _get_daemon(self) -> auth.AuthDaemon:
+        if self._daemon is None:
+            self._daemon = self._build_daemon(pyro_config.HOST, 0)
+        return self._daemon
+
+    def _build_daemon(self, host: str, port: int) -> auth.AuthDaemon:
+        with _daemon_construction:
+            previous = pyro_config.SERVERTYPE
+            pyro_config.SERVERTYPE = "thread" if self._threaded else "multiplex"
+            try:
+                daemon = auth.AuthDaemon(host, port, authenticator=self._authenticator)
+            finally:
+                pyro_config.SERVERTYPE = previous
+        uri = daemon.register(self._sink, self._object_id)
+        self._object_id = uri.object
+        self._callback = daemon.proxyFor(self._sink)
+        return daemon
+
+    def _rebuild_daemon(self) -> None:
+        old = self._daemon
+        port = old.sock.getsockname()[1]
+        old.close()
+        self._daemon = self._build_daemon(pyro_config.HOST, port)  # same host, port and object id: same URI
+
+
+def _texts(value: Subjects) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)

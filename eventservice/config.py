@@ -1,0 +1,77 @@
+"""Tunables of the Event Service, with defaults and environment overrides.
+
+This is the only module that reads ``os.environ``. Every setting can be given
+as ``PYRO_ES_<NAME>`` (Pyro3 used ``PYRO_ES_QUEUESIZE`` and
+``PYRO_ES_BLOCKQUEUE``; both keep working). Pyro5's own ``PYRO_*`` settings
+are left to Pyro5.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing as t
+
+__all__ = ["Settings", "from_environment"]
+
+ENV_PREFIX = "PYRO_ES_"
+
+
+@dataclasses.dataclass
+class Settings:
+    """The Event Service's tunables; see README.txt for what each one means."""
+
+    #: events a subscriber's queue holds before the full-queue policy applies
+    queuesize: int = 1000
+    #: full queue: True blocks the publisher until there is room, False drops the new event
+    blockqueue: bool = True
+    #: upper bound on the threads that deliver events to subscribers
+    delivery_workers: int = 16
+    #: most events sent to one subscriber in one call
+    batch_size: int = 200
+    #: seconds a subscriber may take to accept a delivery before it counts as dead
+    delivery_timeout: float = 30.0
+    #: concurrent client connections the ES serves (Pyro5's THREADPOOL_SIZE is raised to it)
+    max_connections: int = 1000
+    #: subjects -> subscribers results kept in the match cache
+    match_cache_size: int = 4096
+    #: seconds one pattern may spend matching one subject before it is removed
+    pattern_timeout: float = 0.1
+    #: longest subject accepted, in characters
+    max_subject_length: int = 1000
+    #: longest pattern accepted, in characters
+    max_pattern_length: int = 1000
+    #: most subjects plus patterns one subscriber may hold
+    max_subscriptions: int = 10000
+    #: seconds of clock difference tolerated in the passphrase handshake
+    handshake_window: float = 120.0
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.type in ("int", "float") and value <= 0:
+                raise ValueError(f"setting {field.name} must be greater than 0, got {value!r}")
+
+
+def _coerce(name: str, kind: str, text: str) -> t.Any:
+    try:
+        if kind == "bool":
+            lowered = text.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        return int(text) if kind == "int" else float(text)
+    except ValueError:
+        raise ValueError(f"environment variable {ENV_PREFIX}{name.upper()}={text!r} is not a valid {kind}") from None
+
+
+def from_environment(**overrides: t.Any) -> Settings:
+    """Settings from the defaults, then ``PYRO_ES_*`` variables, then ``overrides`` (not None)."""
+    values: dict[str, t.Any] = {}
+    for field in dataclasses.fields(Settings):
+        text = os.environ.get(ENV_PREFIX + field.name.upper())
+        if text is not None:
+            values[field.name] = _coerce(field.name, str(field.type), text)
+    values.update({name: value for name, value in overrides.items() if value is not None})
+    return Settings(**values)

@@ -1,0 +1,278 @@
+"""Moving accepted events to subscribers: mailboxes and a bounded worker pool.
+
+Every subscriber has a *mailbox*: a bounded FIFO of events. A mailbox with
+events is handed to one delivery worker at a time, which sends everything
+queued (up to ``batch_size``) in one call, so events reach a subscriber in the
+order they were accepted, and a busy subscriber gets bigger batches instead of
+more calls (adaptive batching). Workers are a pool that grows on demand up to
+``delivery_workers`` threads; the ES never runs a thread per subscriber.
+
+Subscribers whose object exposes ``events(list)`` (the ``Subscriber``
+skeleton) get one call per batch; plain callback objects get their
+``event(event)`` calls bundled in one Pyro5 batch round trip.
+
+A subscriber whose delivery fails for a transport reason (refused, reset,
+timed out, passphrase refused) is reported through ``on_dead`` and its
+mailbox closed; a publisher blocked on its full mailbox is released.
+"""
+from __future__ import annotations
+
+import collections
+import collections.abc as c
+import logging
+import queue
+import threading
+import typing as t
+
+from Pyro5 import errors
+from Pyro5.client import BatchProxy
+
+from .config import Settings
+from .event import Event
+
+__all__ = ["Dispatcher", "Mailbox", "WireEvent"]
+
+log = logging.getLogger("eventservice.delivery")
+
+#: an accepted event as queued and sent to batch-aware subscribers: (subject, msg, time)
+WireEvent = tuple[str, t.Any, float]
+
+
+class Mailbox:
+    """One subscriber's queue and delivery state."""
+
+    __slots__ = ("key", "uri", "batch_aware", "events", "condition", "scheduled", "closed",
+                 "proxy", "delivered", "dropped", "failures")
+
+    def __init__(self, key: str, uri: t.Any, batch_aware: bool) -> None:
+        self.key = key
+        self.uri = uri
+        self.batch_aware = batch_aware
+        self.events: collections.deque[WireEvent] = collections.deque()
+        self.condition = threading.Condition(threading.Lock())
+        self.scheduled = False  # queued for, or held by, a worker
+        self.closed = False
+        self.proxy: t.Any = None
+        self.delivered = self.dropped = self.failures = 0
+
+
+class Dispatcher:
+    """Per-subscriber mailboxes served by a bounded pool of delivery threads.
+
+    :param settings: queue size, full-queue policy, pool size, batch size, timeout
+    :param make_proxy: builds the proxy used to reach a subscriber URI
+    :param on_dead: called as ``f(key, error)`` (from a worker) when a subscriber is unreachable
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        make_proxy: c.Callable[[t.Any], t.Any],
+        on_dead: c.Callable[[str, Exception], None],
+    ) -> None:
+        self._settings = settings
+        self._make_proxy = make_proxy
+        self._on_dead = on_dead
+        self._mailboxes: dict[str, Mailbox] = {}
+        self._ready: queue.SimpleQueue[Mailbox | None] = queue.SimpleQueue()
+        self._pool_lock = threading.Lock()
+        self._workers: list[threading.Thread] = []
+        self._idle_workers = 0
+        self._stopped = False
+        self.dropped = 0
+
+    # -- membership ------------------------------------------------------
+
+    def open(self, key: str, uri: t.Any, batch_aware: bool) -> Mailbox:
+        """The mailbox of ``key``, created on first use."""
+        with self._pool_lock:
+            mailbox = self._mailboxes.get(key)
+            if mailbox is None:
+                mailbox = self._mailboxes[key] = Mailbox(key, uri, batch_aware)
+            return mailbox
+
+    def close(self, key: str) -> bool:
+        """Discard ``key``'s mailbox and queued events; wakes publishers blocked on it."""
+        with self._pool_lock:
+            mailbox = self._mailboxes.pop(key, None)
+        if mailbox is None:
+            return False
+        with mailbox.condition:
+            mailbox.closed = True
+            mailbox.events.clear()
+            mailbox.condition.notify_all()
+            if not mailbox.scheduled:
+                self._release_proxy(mailbox)
+        return True
+
+    def __len__(self) -> int:
+        return len(self._mailboxes)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._mailboxes
+
+    # -- publishing ------------------------------------------------------
+
+    def post(self, key: str, event: WireEvent) -> Mailbox | None:
+        """Queue ``event`` for ``key`` without blocking.
+
+        Returns the mailbox when it is now over its size and the policy is to
+        block: the caller must then ``wait_for_room`` (after releasing its own
+        locks). The event is queued either way, so the accepted order holds.
+        """
+        mailbox = self._mailboxes.get(key)
+        if mailbox is None:
+            return None
+        settings = self._settings
+        with mailbox.condition:
+            if mailbox.closed:
+                return None
+            if len(mailbox.events) >= settings.queuesize and not settings.blockqueue:
+                mailbox.dropped += 1
+                self.dropped += 1
+                if mailbox.dropped == 1 or mailbox.dropped % 1000 == 0:
+                    log.warning("queue of subscriber %s is full (%d events): dropped %d events so far",
+                                key, settings.queuesize, mailbox.dropped)
+                return None
+            mailbox.events.append(event)
+            if not mailbox.scheduled:
+                mailbox.scheduled = True
+                self._schedule(mailbox)
+            if len(mailbox.events) > settings.queuesize:
+                return mailbox
+        return None
+
+    def wait_for_room(self, mailboxes: c.Iterable[Mailbox]) -> None:
+        """Block until each mailbox is back within its size (or closed)."""
+        limit = self._settings.queuesize
+        for mailbox in mailboxes:
+            with mailbox.condition:
+                while len(mailbox.events) > limit and not mailbox.closed and not self._stopped:
+                    mailbox.condition.wait(1.0)
+
+    # -- workers ---------------------------------------------------------
+
+    def _schedule(self, mailbox: Mailbox) -> None:
+        self._ready.put(mailbox)
+        with self._pool_lock:
+            if self._idle_workers == 0 and len(self._workers) < self._settings.delivery_workers and not self._stopped:
+                worker = threading.Thread(target=self._work, name=f"es-delivery-{len(self._workers) + 1}", daemon=True)
+                self._workers.append(worker)
+                self._idle_workers += 1
+                worker.start()
+
+    def _work(self) -> None:
+        batch_size = self._settings.batch_size
+        while True:
+            mailbox = self._ready.get()
+            with self._pool_lock:
+                self._idle_workers -= 1
+            if mailbox is None:
+                return
+            try:
+                with mailbox.condition:
+                    events = mailbox.events
+                    count = min(len(events), batch_size)
+                    batch = [events.popleft() for _ in range(count)]
+                    mailbox.condition.notify_all()
+                if batch and not mailbox.closed:
+                    self._deliver(mailbox, batch)
+            except Exception:  # a bug here must not kill the worker and strand the mailbox
+                log.exception("unexpected error delivering to subscriber %s", mailbox.key)
+            finally:
+                with mailbox.condition:
+                    if mailbox.events and not mailbox.closed:
+                        self._ready.put(mailbox)  # back of the line: fair to the other subscribers
+                    else:
+                        mailbox.scheduled = False
+                        if mailbox.closed:
+                            self._release_proxy(mailbox)
+                with self._pool_lock:
+                    self._idle_workers += 1
+
+    def _deliver(self, mailbox: Mailbox, batch: list[WireEvent]) -> None:
+        fresh = mailbox.proxy is None
+        if fresh:
+            mailbox.proxy = self._make_proxy(mailbox.uri)
+        proxy = mailbox.proxy
+        proxy._pyroClaimOwnership()
+        proxy._pyroTimeout = self._settings.delivery_timeout
+        try:
+            self._call(mailbox, proxy, batch)
+        except errors.ConnectionClosedError as error:
+            if fresh:
+                self._fail(mailbox, error)
+                return
+            # an idle connection the subscriber closed: try once on a new one
+            log.debug("connection to subscriber %s was closed; reconnecting once: %s", mailbox.key, error)
+            self._release_proxy(mailbox)
+            self._deliver(mailbox, batch)
+        except errors.PyroError as error:  # refused, timed out, passphrase refused, no such object...
+            self._fail(mailbox, error)
+        else:
+            mailbox.delivered += len(batch)
+
+    def _call(self, mailbox: Mailbox, proxy: t.Any, batch: list[WireEvent]) -> None:
+        if mailbox.batch_aware:
+            proxy.events(batch)
+            return
+        remaining = batch
+        while remaining:
+            calls = BatchProxy(proxy)
+            for subject, msg, stamp in remaining:
+                calls.event(Event(subject, msg, stamp))
+            done = 0
+            try:
+                for _ in calls():
+                    done += 1
+                remaining = []
+            except errors.PyroError:
+                raise
+            except Exception as error:  # the subscriber's own event() raised: log, go on with the rest
+                log.warning("subscriber %s raised %s from event(); continuing", mailbox.key, error)
+                remaining = remaining[done + 1:]
+
+    def _fail(self, mailbox: Mailbox, error: Exception) -> None:
+        mailbox.failures += 1
+        self._release_proxy(mailbox)
+        if not mailbox.closed:
+            self._on_dead(mailbox.key, error)
+
+    @staticmethod
+    def _release_proxy(mailbox: Mailbox) -> None:
+        proxy, mailbox.proxy = mailbox.proxy, None
+        if proxy is not None:
+            proxy._pyroClaimOwnership()
+            proxy._pyroRelease()
+
+    # -- lifecycle -------------------------------------------------------
+
+    def stats(self) -> dict[str, int]:
+        """Counts for monitoring: mailboxes, queued events, workers, drops."""
+        with self._pool_lock:
+            mailboxes = list(self._mailboxes.values())
+            workers = len(self._workers)
+        return {
+            "mailboxes": len(mailboxes),
+            "queued": sum(len(mailbox.events) for mailbox in mailboxes),
+            "workers": workers,
+            "dropped": self.dropped,
+        }
+
+    def queue_lengths(self) -> dict[str, int]:
+        """Events waiting per subscriber key."""
+        with self._pool_lock:
+            return {key: len(mailbox.events) for key, mailbox in self._mailboxes.items()}
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Discard every mailbox and stop the workers."""
+        for key in list(self._mailboxes):
+            self.close(key)
+        with self._pool_lock:
+            self._stopped = True
+            workers = list(self._workers)
+        for _ in workers:
+            self._ready.put(None)
+        for worker in workers:
+            if worker is not threading.current_thread():
+                worker.join(timeout)

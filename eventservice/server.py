@@ -1,0 +1,292 @@
+"""Starting the Event Service: the starter (for programs and tests) and the ``es`` CLI.
+
+``EventServiceStarter`` builds the daemon, registers the service in the name
+server (or an embedded one) and serves; ``main(args)`` parses ``es`` options
+and delegates. ``python -m eventservice.server`` runs ``main``.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+import typing as t
+
+from Pyro5 import config as pyro_config
+from Pyro5 import core, errors
+from Pyro5.nameserver import NameServerDaemon
+
+from . import auth, naming
+from .config import Settings, from_environment
+from .naming import EVENTSERVER_NAME
+from .service import EventService
+
+__all__ = ["EventServiceStarter", "AlreadyRunningError", "main"]
+
+log = logging.getLogger("eventservice.server")
+
+
+class AlreadyRunningError(errors.NamingError):
+    """A live Event Service is already registered in the name server."""
+
+
+class _AuthNameServerDaemon(auth.AuthDaemonMixin, NameServerDaemon):
+    def __init__(self, host: str, port: int, authenticator: auth.Authenticator | None) -> None:
+        self.authenticator = authenticator
+        super().__init__(host, port)
+
+
+class EventServiceStarter:
+    """Runs an Event Service in this process, as Pyro3's starter did.
+
+    :param identification: the passphrase clients must prove (None: no passphrase)
+    :param settings: the ES tunables; defaults plus ``PYRO_ES_*`` environment variables
+
+    ``start`` serves until ``shutdown``; ``initialize`` sets everything up and
+    returns, for programs that call ``handleRequests`` themselves or serve from
+    a thread. Starting raises Pyro5's THREADPOOL_SIZE to the setting
+    ``max_connections`` (Pyro5 reads it per process).
+    """
+
+    def __init__(self, identification: str | None = None, settings: Settings | None = None) -> None:
+        self.settings = settings or from_environment()
+        self.authenticator = auth.Authenticator(identification, self.settings.handshake_window) if identification else None
+        self.service: EventService | None = None
+        self.daemon: auth.AuthDaemon | None = None
+        self.uri: core.URI | None = None
+        self.nsUri: core.URI | None = None
+        self._ns_daemon: _AuthNameServerDaemon | None = None
+        self._ns_thread: threading.Thread | None = None
+        self._ns_location: tuple[str | None, int | None] | None = None
+        self._started = threading.Event()
+        self._stopping = threading.Event()
+        self._stopped = threading.Event()
+        self._loop_idle = threading.Event()
+        self._loop_idle.set()
+        self._loop_thread: threading.Thread | None = None
+
+    def __enter__(self) -> EventServiceStarter:
+        return self
+
+    def __exit__(self, *exc_info: t.Any) -> None:
+        self.shutdown()
+
+    def start(
+        self,
+        hostname: str = "",
+        port: int | None = None,
+        useNameServer: bool = True,
+        embeddedNameServer: bool = False,
+        nsHost: str | None = None,
+        nsPort: int | None = None,
+    ) -> None:
+        """Set up (see ``initialize``) and serve until ``shutdown()``."""
+        self.initialize(hostname, port, useNameServer, embeddedNameServer, nsHost, nsPort)
+        try:
+            self.handleRequests()
+        finally:
+            self.shutdown()
+
+    def initialize(
+        self,
+        hostname: str = "",
+        port: int | None = None,
+        useNameServer: bool = True,
+        embeddedNameServer: bool = False,
+        nsHost: str | None = None,
+        nsPort: int | None = None,
+    ) -> core.URI:
+        """Create the daemon and the service, register it, and return its URI without serving.
+
+        :param hostname: interface to bind ('' for Pyro5's HOST setting)
+        :param port: port to bind (None or 0 for any free port)
+        :param useNameServer: register in a name server (False: clients need the URI)
+        :param embeddedNameServer: run a name server in this process (on nsHost:nsPort)
+        :param nsHost: the name server's host (default Pyro5's NS_HOST, or ``hostname`` when embedded)
+        :param nsPort: the name server's port (default Pyro5's NS_PORT)
+        Raises AlreadyRunningError when a live ES is registered already.
+        """
+        host = hostname or pyro_config.HOST
+        pyro_config.THREADPOOL_SIZE = max(pyro_config.THREADPOOL_SIZE, self.settings.max_connections)
+        if embeddedNameServer:
+            nsHost = nsHost or host
+            self._start_name_server(nsHost, nsPort if nsPort is not None else pyro_config.NS_PORT)
+            nsPort = self._ns_daemon.sock.getsockname()[1]
+        try:
+            if useNameServer:
+                self._ns_location = (nsHost, nsPort)
+                self._refuse_if_running()
+            self.service = EventService(self.settings, self.authenticator)
+            self.daemon = auth.AuthDaemon(host, port or 0, authenticator=self.authenticator)
+            self.uri = self.daemon.register(self.service, EVENTSERVER_NAME)
+            if useNameServer:
+                with naming.locate_ns(nsHost, nsPort, self.authenticator) as ns:
+                    ns.register(EVENTSERVER_NAME, self.uri)
+                log.info("registered %s as %s", self.uri, EVENTSERVER_NAME)
+        except BaseException:
+            self._cleanup()
+            raise
+        self._started.set()
+        return self.uri
+
+    def waitUntilStarted(self, timeout: float | None = None) -> bool:
+        """True once the ES is set up and registered; False if ``timeout`` passed first."""
+        return self._started.wait(timeout)
+
+    def handleRequests(self, timeout: float | None = None) -> None:
+        """Serve requests for ``timeout`` seconds (None: until ``shutdown()``)."""
+        if self.daemon is None:
+            raise RuntimeError("initialize() the Event Service first")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        timer = None
+        if deadline is not None:
+            timer = threading.Timer(timeout, self._wake)
+            timer.daemon = True
+            timer.start()
+        self._loop_thread = threading.current_thread()
+        self._loop_idle.clear()
+        try:
+            self.daemon.requestLoop(
+                lambda: not self._stopping.is_set() and (deadline is None or time.monotonic() < deadline))
+        finally:
+            self._loop_thread = None
+            self._loop_idle.set()
+            if timer is not None:
+                timer.cancel()
+
+    def shutdown(self) -> None:
+        """Stop serving, unregister from the name server and release everything. Idempotent.
+
+        Called from inside the serving thread (a signal handler, say) it only
+        ends the loop; the caller of ``start``/``handleRequests`` then cleans up.
+        """
+        self._stopping.set()
+        loop_thread = self._loop_thread
+        if loop_thread is not None:
+            self._wake()
+            if loop_thread is threading.current_thread():
+                return
+            self._loop_idle.wait(10)
+        self._cleanup()
+
+    # -- internals -------------------------------------------------------
+
+    def _wake(self) -> None:
+        daemon = self.daemon
+        if daemon is not None and daemon.transportServer is not None:
+            try:
+                daemon.transportServer.wakeup()
+            except OSError:
+                pass
+
+    def _start_name_server(self, host: str, port: int) -> None:
+        self._ns_daemon = _AuthNameServerDaemon(host, port, self.authenticator)
+        self.nsUri = self._ns_daemon.uriFor(core.NAMESERVER_NAME)
+        self._ns_thread = threading.Thread(target=self._ns_daemon.requestLoop, name="es-nameserver", daemon=True)
+        self._ns_thread.start()
+        log.info("embedded name server at %s", self.nsUri)
+
+    def _refuse_if_running(self) -> None:
+        with naming.locate_ns(*self._ns_location, authenticator=self.authenticator) as ns:
+            try:
+                existing = ns.lookup(EVENTSERVER_NAME)
+            except errors.NamingError:
+                return  # nothing registered
+        if naming.is_alive(existing, self.authenticator):
+            raise AlreadyRunningError(f"an Event Service is already running at {existing}; stop it first")
+        log.warning("replacing stale registration of %s (%s does not answer)", EVENTSERVER_NAME, existing)
+
+    def _cleanup(self) -> None:
+        if self._stopped.is_set():
+            return
+        if self._ns_location is not None and self.uri is not None:
+            try:
+                with naming.locate_ns(*self._ns_location, authenticator=self.authenticator) as ns:
+                    if str(ns.lookup(EVENTSERVER_NAME)) == str(self.uri):
+                        ns.remove(EVENTSERVER_NAME)
+            except errors.PyroError as error:
+                log.warning("could not unregister %s from the name server: %s", EVENTSERVER_NAME, error)
+        if self.service is not None:
+            self.service.close()
+        if self.daemon is not None:
+            self.daemon.close()
+        if self._ns_daemon is not None:
+            self._ns_daemon.shutdown()
+            if self._ns_thread is not None:
+                self._ns_thread.join(5)
+        self._stopped.set()
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="es",
+        description="Start the Pyro Event Service (publish/subscribe on Pyro5).",
+        epilog="Settings also come from PYRO_ES_<NAME> environment variables; Pyro5's PYRO_* settings apply too.",
+    )
+    parser.add_argument("-n", "--host", dest="hostname", default="", help="hostname or IP to bind (default: Pyro5's HOST, localhost)")
+    parser.add_argument("-p", "--port", type=int, default=0, help="port to bind (default: any free port)")
+    parser.add_argument("-N", "--no-nameserver", dest="use_ns", action="store_false",
+                        help="do not use a name server (clients then need the printed URI)")
+    parser.add_argument("-i", "--ident", dest="identification", help="passphrase every client must prove")
+    parser.add_argument("--ident-file", help="read the passphrase from the first line of this file (keeps it out of ps)")
+    parser.add_argument("--ns", dest="embedded_ns", action="store_true",
+                        help="run a name server inside this process (one command on a bare machine)")
+    parser.add_argument("--ns-host", help="name server host (default: Pyro5's NS_HOST, or --host with --ns)")
+    parser.add_argument("--ns-port", type=int, help="name server port (default: Pyro5's NS_PORT, 9090)")
+    parser.add_argument("--queuesize", type=int, help="events queued per subscriber (default 1000)")
+    parser.add_argument("--full-queue", choices=("block", "drop"),
+                        help="when a subscriber's queue is full: block the publisher (default) or drop the event")
+    parser.add_argument("--workers", type=int, dest="delivery_workers", help="most delivery threads (default 16)")
+    parser.add_argument("--delivery-timeout", type=float, help="seconds before an unresponsive subscriber is dropped (default 30)")
+    parser.add_argument("--max-connections", type=int, help="concurrent client connections (default 1000)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level (default WARNING)")
+    return parser
+
+
+def main(args: list[str] | None = None) -> int:
+    """The ``es`` command: parse options, start, print the URI, serve until Ctrl-C or SIGTERM."""
+    options = _parser().parse_args(args)
+    logging.basicConfig(level=logging.INFO if options.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    identification = options.identification
+    if options.ident_file:
+        with open(options.ident_file, encoding="utf-8") as file:
+            identification = file.readline().rstrip("\r\n")
+    try:
+        settings = from_environment(
+            queuesize=options.queuesize,
+            blockqueue=None if options.full_queue is None else options.full_queue == "block",
+            delivery_workers=options.delivery_workers,
+            delivery_timeout=options.delivery_timeout,
+            max_connections=options.max_connections,
+        )
+        starter = EventServiceStarter(identification, settings)
+        uri = starter.initialize(options.hostname, options.port, options.use_ns, options.embedded_ns,
+                                 options.ns_host, options.ns_port)
+    except (ValueError, OSError, errors.PyroError) as error:
+        print(f"es: cannot start: {error}", file=sys.stderr)
+        return 1
+    if starter.nsUri is not None:
+        print(f"Name server URI: {starter.nsUri}")
+    print(f"Event Service URI: {uri}")
+    print("Event Service running; Ctrl-C or SIGTERM stops it.", flush=True)
+
+    def stop(signum: int, frame: t.Any) -> None:
+        starter.shutdown()
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        starter.handleRequests()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        starter.shutdown()
+    print("Event Service stopped.", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
