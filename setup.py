@@ -1,0 +1,26 @@
+"""Packaging for eventservice: the classic Pyro Event Service on Pyro5."""
+from pathlib import Path
+
+from setuptools import setup
+
+setup(
+    name="eventservice",
+    version="1.0.0",
+    description="The classic Pyro Event Service (publish/subscribe) rebuilt for Python 3 on Pyro5",
+    long_description=Path(__file__).with_name("README.txt").read_text(encoding="utf-8"),
+    long_description_content_type="text/plain",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=["eventservice"],
+    install_requires=["Pyro5>=5.15", "regex>=2023.0"],
+    extras_require={
+        "test": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6", "msgpack>=1.0"],
+        "fast": ["msgpack>=1.0"],
+    },
+    entry_points={"console_scripts": ["es=eventservice.server:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: System :: Networking",
+        "Topic :: System :: Distributed Computing",
+    ],
+)
