@@ -8,8 +8,10 @@ time.
 """
 from __future__ import annotations
 
+import collections
 import logging
 import threading
+import time
 import typing as t
 
 from Pyro5 import config as pyro_config
@@ -18,6 +20,7 @@ from Pyro5.server import expose
 
 from . import auth, naming
 from .event import Event
+from .subjects import as_texts
 
 __all__ = ["Publisher", "Subscriber"]
 
@@ -72,33 +75,142 @@ class Publisher(_Client):
 
     :param ident: the passphrase the ES requires, if any
     :param esURI: the ES's URI; None finds it through the name server
+    :param pipeline: 0 (default) makes ``publish`` synchronous; N > 0 turns on
+        pipelined mode with at most N publishes on their way (see ``publish``)
     Raises NamingError when there is no name server or no ES registered in it.
     """
 
-    def __init__(self, ident: str | None = None, esURI: str | core.URI | None = None) -> None:
+    def __init__(self, ident: str | None = None, esURI: str | core.URI | None = None, pipeline: int = 0) -> None:
         super().__init__(ident, esURI)
         with self._es_lock:
             self._es._pyroBind()
+        if not isinstance(pipeline, int) or pipeline < 0:
+            raise ValueError(f"pipeline must be a whole number >= 0, not {pipeline!r}")
+        self._pipeline = _Pipeline(self, pipeline) if pipeline else None
 
-    def publish(self, subjects: Subjects, msg: t.Any) -> int:
-        """Publish ``msg`` under each subject; returns how many events the ES queued.
+    def publish(self, subjects: Subjects, msg: t.Any) -> int | None:
+        """Publish ``msg`` under each subject.
 
-        Returns once the ES accepted the event (it blocks while a receiving
-        subscriber's queue is full, under the default policy).
+        Synchronous (default): returns how many events the ES queued, once the
+        ES accepted them; it blocks while a receiving subscriber's queue is
+        full, under the default policy.
+
+        Pipelined: checks the arguments, queues the publish and returns None at
+        once; a sender thread ships queued publishes in order, many per call.
+        It blocks only while ``pipeline`` publishes are on their way (back
+        pressure). An error the ES reports for an earlier publish is raised by
+        the next ``publish`` or ``flush``.
         """
+        if self._pipeline is not None:
+            self._pipeline.put(as_texts(subjects, "subjects"), msg)
+            return None
         return self._call_es("publish", subjects, msg)
 
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every pipelined publish was accepted by the ES; raise the first error.
+
+        Raises TimeoutError if that takes longer than ``timeout`` seconds. A no-op
+        for a synchronous Publisher.
+        """
+        if self._pipeline is not None:
+            self._pipeline.flush(timeout)
+
     def close(self) -> None:
-        """Drop the connection to the ES."""
-        with self._es_lock:
-            self._es._pyroClaimOwnership()
-            self._es._pyroRelease()
+        """Flush pipelined publishes, then drop the connection to the ES."""
+        try:
+            if self._pipeline is not None:
+                self._pipeline.close()
+        finally:
+            with self._es_lock:
+                self._es._pyroClaimOwnership()
+                self._es._pyroRelease()
 
     def __enter__(self) -> Publisher:
         return self
 
     def __exit__(self, *exc_info: t.Any) -> None:
         self.close()
+
+
+_REMOTE_ERRORS: dict[str, type[Exception]] = {"TypeError": TypeError, "ValueError": ValueError}
+
+
+class _Pipeline:
+    """The pipelined Publisher's queue and sender thread: order kept, errors kept, bounded."""
+
+    def __init__(self, client: Publisher, window: int) -> None:
+        self._client = client
+        self._window = window
+        self._pending: collections.deque[tuple[list[str], t.Any]] = collections.deque()
+        self._in_flight = 0
+        self._sent = 0  # publishes handed to the ES so far, to number errors
+        self._error: Exception | None = None
+        self._closed = False
+        self._condition = threading.Condition()
+        self._thread = threading.Thread(target=self._send_loop, name="es-publisher-pipeline", daemon=True)
+        self._thread.start()
+
+    def put(self, subjects: list[str], msg: t.Any) -> None:
+        with self._condition:
+            self._raise_error()
+            if self._closed:
+                raise RuntimeError("publish() on a closed Publisher")
+            while len(self._pending) + self._in_flight >= self._window:
+                self._condition.wait()
+                self._raise_error()
+            self._pending.append((subjects, msg))
+            if len(self._pending) == 1:
+                self._condition.notify_all()
+
+    def flush(self, timeout: float | None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._condition:
+            while self._pending or self._in_flight:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(f"{len(self._pending) + self._in_flight} publishes not accepted within {timeout}s")
+                self._condition.wait(remaining)
+            self._raise_error()
+
+    def close(self) -> None:
+        try:
+            self.flush(None)
+        finally:
+            with self._condition:
+                self._closed = True
+                self._condition.notify_all()
+            self._thread.join()
+
+    def _raise_error(self) -> None:
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    def _send_loop(self) -> None:
+        while True:
+            with self._condition:
+                while not self._pending and not self._closed:
+                    self._condition.wait()
+                if not self._pending:
+                    return
+                batch = list(self._pending)
+                self._pending.clear()
+                self._in_flight = len(batch)
+            error = None
+            try:
+                refused = self._client._call_es("publishBatch", batch)
+                if refused:
+                    index, kind, message = refused[0]
+                    error = _REMOTE_ERRORS.get(kind, errors.PyroError)(
+                        f"pipelined publish #{self._sent + index + 1} refused: {message}")
+            except Exception as failure:  # kept for the caller's next publish()/flush()
+                error = failure
+            with self._condition:
+                self._sent += len(batch)
+                self._in_flight = 0
+                if error is not None and self._error is None:
+                    self._error = error
+                self._condition.notify_all()
 
 
 class _EventSink:
@@ -143,6 +255,7 @@ class Subscriber(_Client):
         self._listening = threading.Event()
         self._abort = threading.Event()
         self._dispatch_lock = threading.Lock()
+        self._daemon_lock = threading.Lock()
         self._subjects: set[str] = set()
         self._patterns: set[str] = set()
 
@@ -180,10 +293,11 @@ class Subscriber(_Client):
         threaded = bool(threaded)
         if self._listening.is_set():
             raise RuntimeError("setThreading() must be called before listen()")
-        if threaded != self._threaded:
-            self._threaded = threaded
-            if self._daemon is not None:
-                self._rebuild_daemon()
+        with self._daemon_lock:
+            if threaded != self._threaded:
+                self._threaded = threaded
+                if self._daemon is not None:
+                    self._rebuild_daemon()
 
     def listen(self) -> None:
         """Serve incoming events until ``abort()``."""
@@ -247,9 +361,10 @@ class Subscriber(_Client):
         return self._callback
 
     def _get_daemon(self) -> auth.AuthDaemon:
-        if self._daemon is None:
-            self._daemon = self._build_daemon(pyro_config.HOST, 0)
-        return self._daemon
+        with self._daemon_lock:  # listen() in one thread and subscribe() in another may race here
+            if self._daemon is None:
+                self._daemon = self._build_daemon(pyro_config.HOST, 0)
+            return self._daemon
 
     def _build_daemon(self, host: str, port: int) -> auth.AuthDaemon:
         with _daemon_construction:
@@ -272,4 +387,4 @@ class Subscriber(_Client):
 
 
 def _texts(value: Subjects) -> list[str]:
-    return [value] if isinstance(value, str) else list(value)
+    return as_texts(value, "subjects")

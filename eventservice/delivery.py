@@ -194,9 +194,9 @@ class Dispatcher:
         fresh = mailbox.proxy is None
         if fresh:
             mailbox.proxy = self._make_proxy(mailbox.uri)
+            mailbox.proxy._pyroTimeout = self._settings.delivery_timeout
         proxy = mailbox.proxy
         proxy._pyroClaimOwnership()
-        proxy._pyroTimeout = self._settings.delivery_timeout
         try:
             self._call(mailbox, proxy, batch)
         except errors.ConnectionClosedError as error:

@@ -21,28 +21,12 @@ from Pyro5.server import expose
 from . import auth
 from .config import Settings
 from .delivery import Dispatcher
+from .subjects import as_texts
 from .subscriptions import SubscriptionIndex
 
 __all__ = ["EventService", "subscriber_key"]
 
 log = logging.getLogger("eventservice.service")
-
-
-def _as_texts(value: t.Any, what: str, limit: int) -> list[str]:
-    """One str or a list/tuple of str, validated; raises TypeError/ValueError naming the problem."""
-    texts = [value] if isinstance(value, str) else value
-    if not isinstance(texts, (list, tuple)):
-        raise TypeError(f"{what} must be a str or a list/tuple of str, not {type(value).__name__}")
-    if not texts:
-        raise ValueError(f"{what} must not be empty")
-    for text in texts:
-        if not isinstance(text, str):
-            raise TypeError(f"each of {what} must be a str, not {type(text).__name__} ({text!r:.60})")
-        if not text:
-            raise ValueError(f"{what} must not contain an empty string")
-        if len(text) > limit:
-            raise ValueError(f"{what[:-1] if what.endswith('s') else what} of {len(text)} characters is longer than the limit of {limit}")
-    return list(texts)
 
 
 def subscriber_key(subscriber: t.Any) -> str:
@@ -83,32 +67,36 @@ class EventService:
         All events of one call carry the same time. Blocks while a receiving
         subscriber's queue is full and the policy is to block.
         """
-        subjects = _as_texts(subjects, "subjects", self.settings.max_subject_length)
-        full = []
-        queued = 0
-        with self._accept_lock:
-            stamp = max(time.time(), self._last_time)  # never backwards within one subscriber's stream
-            self._last_time = stamp
-            for subject in subjects:
-                keys = self._index.match(subject)
-                if not keys:
-                    continue
-                event = (subject, message, stamp)
-                post = self._dispatcher.post
-                for key in keys:
-                    mailbox = post(key, event)
-                    if mailbox is not None:
-                        full.append(mailbox)
-                queued += len(keys)
-            self.published += 1
-        if full:
-            self._dispatcher.wait_for_room(full)
-        return queued
+        subjects = as_texts(subjects, "subjects", self.settings.max_subject_length)
+        return self._accept([(subjects, message)])
+
+    @expose
+    def publishBatch(self, items: list[tuple[t.Any, t.Any]]) -> list[list[t.Any]]:
+        """Publish many ``(subjects, message)`` items in order, each as one ``publish``.
+
+        Valid items are published even when others are not; returns one
+        ``[index, error type, message]`` per refused item (empty when all
+        went through). Used by the pipelined Publisher.
+        """
+        if not isinstance(items, (list, tuple)):
+            raise TypeError(f"items must be a list of (subjects, message) pairs, not {type(items).__name__}")
+        accepted, refused = [], []
+        for index, item in enumerate(items):
+            try:
+                if not isinstance(item, (list, tuple)) or len(item) != 2:
+                    raise TypeError(f"item must be a (subjects, message) pair, not {type(item).__name__}")
+                subjects = as_texts(item[0], "subjects", self.settings.max_subject_length)
+            except (TypeError, ValueError) as error:
+                refused.append([index, type(error).__name__, str(error)])
+                continue
+            accepted.append((subjects, item[1]))
+        self._accept(accepted)
+        return refused
 
     @expose
     def subscribe(self, subjects: str | list[str] | tuple[str, ...], subscriber: t.Any) -> None:
         """Subscribe to exact subjects (case-insensitive)."""
-        subjects = _as_texts(subjects, "subjects", self.settings.max_subject_length)
+        subjects = as_texts(subjects, "subjects", self.settings.max_subject_length)
         key = self._join(subscriber)
         with self._membership_lock:
             self._index.add_subjects(key, subjects)
@@ -117,7 +105,7 @@ class EventService:
     @expose
     def subscribeMatch(self, subjectPatterns: str | list[str] | tuple[str, ...], subscriber: t.Any) -> None:
         """Subscribe to regex patterns, matched case-insensitively from the subject's start."""
-        patterns = _as_texts(subjectPatterns, "subjectPatterns", self.settings.max_pattern_length)
+        patterns = as_texts(subjectPatterns, "subjectPatterns", self.settings.max_pattern_length)
         key = self._join(subscriber)
         with self._membership_lock:
             self._index.add_patterns(key, patterns)
@@ -126,7 +114,7 @@ class EventService:
     @expose
     def unsubscribe(self, subjects: str | list[str] | tuple[str, ...], subscriber: t.Any) -> None:
         """Remove exact subjects and patterns of these texts; other subscriptions stay."""
-        subjects = _as_texts(subjects, "subjects", max(self.settings.max_subject_length, self.settings.max_pattern_length))
+        subjects = as_texts(subjects, "subjects", max(self.settings.max_subject_length, self.settings.max_pattern_length))
         key = self._join(subscriber)
         with self._membership_lock:
             if self._index.remove(key, subjects):
@@ -154,6 +142,31 @@ class EventService:
 
     # -- internals -------------------------------------------------------
 
+    def _accept(self, items: list[tuple[list[str], t.Any]]) -> int:
+        """Stamp, match and queue publishes in order; then wait for room in full queues."""
+        full = []
+        queued = 0
+        post = self._dispatcher.post
+        match = self._index.match
+        with self._accept_lock:
+            for subjects, message in items:
+                stamp = max(time.time(), self._last_time)  # never backwards within one subscriber's stream
+                self._last_time = stamp
+                for subject in subjects:
+                    keys = match(subject)
+                    if not keys:
+                        continue
+                    event = (subject, message, stamp)
+                    for key in keys:
+                        mailbox = post(key, event)
+                        if mailbox is not None:
+                            full.append(mailbox)
+                    queued += len(keys)
+                self.published += 1
+        if full:
+            self._dispatcher.wait_for_room(full)
+        return queued
+
     def _join(self, subscriber: t.Any) -> str:
         if not isinstance(subscriber, Proxy):
             raise TypeError(
@@ -174,7 +187,10 @@ class EventService:
             self._dispatcher.close(key)
 
     def _make_subscriber_proxy(self, uri: core.URI) -> Proxy:
-        return auth.make_proxy(uri, self._authenticator)
+        proxy = auth.make_proxy(uri, self._authenticator)
+        # marshal keeps what the ES holds (tuples stay tuples) and is the fastest Pyro5 serializer
+        proxy._pyroSerializer = "marshal"
+        return proxy
 
     def _subscriber_dead(self, key: str, error: Exception) -> None:
         log.warning("removing subscriber %s: delivery failed: %s: %s", key, type(error).__name__, error)

@@ -21,6 +21,8 @@ import typing as t
 
 import regex
 
+from .subjects import fold
+
 __all__ = ["SubscriptionIndex", "fold", "literal_prefix", "PATTERN_FLAGS"]
 
 #: flags every pattern is compiled with
@@ -30,11 +32,6 @@ _EMPTY: frozenset[str] = frozenset()
 _METACHARACTERS = frozenset(".^$*+?{}[]()|\\")
 _QUANTIFIERS = frozenset("*?{")
 _SAFE_ESCAPED = frozenset("!\"#%&',-./:;<=>@_`~ ") | _METACHARACTERS
-
-
-def fold(subject: str) -> str:
-    """The form subjects are compared and matched in: full Unicode case folding."""
-    return subject.casefold()
 
 
 def literal_prefix(pattern: str) -> str:
