@@ -14,7 +14,7 @@ setup(
     packages=["eventservice"],
     install_requires=["Pyro5>=5.15", "regex>=2023.0"],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6", "msgpack>=1.0"],
+        "test": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6", "msgpack>=1.0", "cryptography>=41"],
         "fast": ["msgpack>=1.0"],
     },
     entry_points={"console_scripts": ["es=eventservice.server:main"]},

@@ -11,6 +11,7 @@ from .event import Event
 from .naming import EVENTSERVER_NAME
 from .server import AlreadyRunningError, EventServiceStarter
 from .service import EventService
+from .tls import use_tls
 
 __version__ = "1.0.0"
 
@@ -24,4 +25,5 @@ __all__ = [
     "Publisher",
     "Settings",
     "Subscriber",
+    "use_tls",
 ]

@@ -15,7 +15,7 @@ import time
 import typing as t
 
 from Pyro5 import config as pyro_config
-from Pyro5 import core, errors
+from Pyro5 import core, errors, serializers
 from Pyro5.server import expose
 
 from . import auth, naming
@@ -104,7 +104,30 @@ class Publisher(_Client):
         if self._pipeline is not None:
             self._pipeline.put(as_texts(subjects, "subjects"), msg)
             return None
-        return self._call_es("publish", subjects, msg)
+        try:
+            return self._call_es("publish", subjects, msg)
+        except errors.CommunicationError as error:
+            self._explain_failure(msg, error)
+            raise
+        except TypeError as error:
+            self._explain_failure(msg, error)
+            raise
+
+    def _explain_failure(self, msg: t.Any, error: Exception) -> None:
+        """Turn what Pyro5 reports about an unsendable or oversized message into a clear error."""
+        serializer_name = self._es._pyroSerializer or pyro_config.SERIALIZER
+        serializer = serializers.serializers[serializer_name]
+        if hasattr(error, "_pyroTraceback"):
+            return  # raised by the ES, with its own message
+        try:
+            size = len(serializer.dumps(msg))
+        except Exception as failure:
+            raise TypeError(f"the message cannot be sent with the {serializer_name} serializer: {failure}") from error
+        if isinstance(error, errors.CommunicationError):
+            limit = self._call_es("limits")["max_message_size"]
+            if size > limit:
+                raise ValueError(f"the message is {size} bytes when serialized; the Event Service accepts at most "
+                                 f"{limit} bytes (setting max_message_size)") from error
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every pipelined publish was accepted by the ES; raise the first error.

@@ -42,6 +42,10 @@ class Settings:
     max_pattern_length: int = 1000
     #: most subjects plus patterns one subscriber may hold
     max_subscriptions: int = 10000
+    #: largest publish request accepted, in bytes (Pyro5's own limit is 1 GiB)
+    max_message_size: int = 10 * 1024 * 1024
+    #: seconds a client connection may stay silent (also mid-request) before the ES closes it
+    idle_timeout: float = 60.0
     #: seconds of clock difference tolerated in the passphrase handshake
     handshake_window: float = 120.0
 

@@ -214,7 +214,14 @@ class Dispatcher:
 
     def _call(self, mailbox: Mailbox, proxy: t.Any, batch: list[WireEvent]) -> None:
         if mailbox.batch_aware:
-            proxy.events(batch)
+            try:
+                proxy.events(batch)
+            except errors.ProtocolError as error:  # refused before sending: over Pyro5's MAX_MESSAGE_SIZE
+                if "too large" not in str(error) or len(batch) == 1:
+                    raise
+                half = len(batch) // 2
+                self._call(mailbox, proxy, batch[:half])
+                self._call(mailbox, proxy, batch[half:])
             return
         remaining = batch
         while remaining:

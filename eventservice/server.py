@@ -19,6 +19,7 @@ from Pyro5 import core, errors
 from Pyro5.nameserver import NameServerDaemon
 
 from . import auth, naming
+from .tls import use_tls
 from .config import Settings, from_environment
 from .naming import EVENTSERVER_NAME
 from .service import EventService
@@ -32,9 +33,31 @@ class AlreadyRunningError(errors.NamingError):
     """A live Event Service is already registered in the name server."""
 
 
-class _AuthNameServerDaemon(auth.AuthDaemonMixin, NameServerDaemon):
-    def __init__(self, host: str, port: int, authenticator: auth.Authenticator | None) -> None:
+class _IdleTimeoutMixin:
+    """Close client connections that stay silent longer than ``idle_timeout`` seconds.
+
+    Set per accepted connection (before the handshake), so it bounds silent
+    and half-open connections without touching Pyro5's process-wide COMMTIMEOUT.
+    """
+
+    idle_timeout: float | None = None
+
+    def _handshake(self, conn: t.Any, denied_reason: str | None = None) -> bool:
+        if self.idle_timeout:
+            conn.sock.settimeout(self.idle_timeout)
+        return super()._handshake(conn, denied_reason)  # type: ignore[misc]
+
+
+class _EventServiceDaemon(_IdleTimeoutMixin, auth.AuthDaemon):
+    def __init__(self, host: str, port: int, authenticator: auth.Authenticator | None, idle_timeout: float) -> None:
+        self.idle_timeout = idle_timeout
+        super().__init__(host, port, authenticator=authenticator)
+
+
+class _AuthNameServerDaemon(_IdleTimeoutMixin, auth.AuthDaemonMixin, NameServerDaemon):
+    def __init__(self, host: str, port: int, authenticator: auth.Authenticator | None, idle_timeout: float) -> None:
         self.authenticator = authenticator
+        self.idle_timeout = idle_timeout
         super().__init__(host, port)
 
 
@@ -46,15 +69,16 @@ class EventServiceStarter:
 
     ``start`` serves until ``shutdown``; ``initialize`` sets everything up and
     returns, for programs that call ``handleRequests`` themselves or serve from
-    a thread. Starting raises Pyro5's THREADPOOL_SIZE to the setting
-    ``max_connections`` (Pyro5 reads it per process).
+    a thread. Starting sets two of Pyro5's process-wide settings, which Pyro5
+    offers no other way: THREADPOOL_SIZE is raised to ``max_connections``, and
+    MAX_MESSAGE_SIZE is lowered to about ``max_message_size``.
     """
 
     def __init__(self, identification: str | None = None, settings: Settings | None = None) -> None:
         self.settings = settings or from_environment()
         self.authenticator = auth.Authenticator(identification, self.settings.handshake_window) if identification else None
         self.service: EventService | None = None
-        self.daemon: auth.AuthDaemon | None = None
+        self.daemon: _EventServiceDaemon | None = None
         self.uri: core.URI | None = None
         self.nsUri: core.URI | None = None
         self._ns_daemon: _AuthNameServerDaemon | None = None
@@ -110,6 +134,8 @@ class EventServiceStarter:
         """
         host = hostname or pyro_config.HOST
         pyro_config.THREADPOOL_SIZE = max(pyro_config.THREADPOOL_SIZE, self.settings.max_connections)
+        # room for the request's subjects and framing on top of the message itself
+        pyro_config.MAX_MESSAGE_SIZE = min(pyro_config.MAX_MESSAGE_SIZE, self.settings.max_message_size + 64 * 1024)
         if embeddedNameServer:
             nsHost = nsHost or host
             self._start_name_server(nsHost, nsPort if nsPort is not None else pyro_config.NS_PORT)
@@ -119,7 +145,7 @@ class EventServiceStarter:
                 self._ns_location = (nsHost, nsPort)
                 self._refuse_if_running()
             self.service = EventService(self.settings, self.authenticator)
-            self.daemon = auth.AuthDaemon(host, port or 0, authenticator=self.authenticator)
+            self.daemon = _EventServiceDaemon(host, port or 0, self.authenticator, self.settings.idle_timeout)
             self.uri = self.daemon.register(self.service, EVENTSERVER_NAME)
             if useNameServer:
                 with naming.locate_ns(nsHost, nsPort, self.authenticator) as ns:
@@ -182,7 +208,7 @@ class EventServiceStarter:
                 pass
 
     def _start_name_server(self, host: str, port: int) -> None:
-        self._ns_daemon = _AuthNameServerDaemon(host, port, self.authenticator)
+        self._ns_daemon = _AuthNameServerDaemon(host, port, self.authenticator, self.settings.idle_timeout)
         self.nsUri = self._ns_daemon.uriFor(core.NAMESERVER_NAME)
         self._ns_thread = threading.Thread(target=self._ns_daemon.requestLoop, name="es-nameserver", daemon=True)
         self._ns_thread.start()
@@ -241,6 +267,17 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, dest="delivery_workers", help="most delivery threads (default 16)")
     parser.add_argument("--delivery-timeout", type=float, help="seconds before an unresponsive subscriber is dropped (default 30)")
     parser.add_argument("--max-connections", type=int, help="concurrent client connections (default 1000)")
+    parser.add_argument("--idle-timeout", type=float, help="seconds before a silent client connection is closed (default 60)")
+    parser.add_argument("--max-message-size", type=int, help="largest publish request in bytes (default 10 MiB)")
+    parser.add_argument("--pattern-timeout", type=float, help="seconds a pattern may take on one subject (default 0.1)")
+    parser.add_argument("--max-subject-length", type=int, help="longest subject in characters (default 1000)")
+    parser.add_argument("--max-pattern-length", type=int, help="longest pattern in characters (default 1000)")
+    parser.add_argument("--max-subscriptions", type=int, help="most subjects plus patterns per subscriber (default 10000)")
+    parser.add_argument("--ssl-cert", help="TLS: this server's certificate (turns TLS on for every connection)")
+    parser.add_argument("--ssl-key", help="TLS: the certificate's private key")
+    parser.add_argument("--ssl-ca", help="TLS: CA certificate that signs clients' and subscribers' certificates")
+    parser.add_argument("--ssl-require-client-cert", action="store_true",
+                        help="TLS: accept only clients with a certificate signed by --ssl-ca (two-way TLS)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level (default WARNING)")
     return parser
 
@@ -255,12 +292,22 @@ def main(args: list[str] | None = None) -> int:
         with open(options.ident_file, encoding="utf-8") as file:
             identification = file.readline().rstrip("\r\n")
     try:
+        if options.ssl_cert or options.ssl_ca:
+            if not (options.ssl_cert and options.ssl_ca):
+                raise ValueError("TLS needs both --ssl-cert and --ssl-ca")
+            use_tls(options.ssl_ca, options.ssl_cert, options.ssl_key, options.ssl_require_client_cert)
         settings = from_environment(
             queuesize=options.queuesize,
             blockqueue=None if options.full_queue is None else options.full_queue == "block",
             delivery_workers=options.delivery_workers,
             delivery_timeout=options.delivery_timeout,
             max_connections=options.max_connections,
+            idle_timeout=options.idle_timeout,
+            max_message_size=options.max_message_size,
+            pattern_timeout=options.pattern_timeout,
+            max_subject_length=options.max_subject_length,
+            max_pattern_length=options.max_pattern_length,
+            max_subscriptions=options.max_subscriptions,
         )
         starter = EventServiceStarter(identification, settings)
         uri = starter.initialize(options.hostname, options.port, options.use_ns, options.embedded_ns,

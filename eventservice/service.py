@@ -133,6 +133,12 @@ class EventService:
         return True
 
     @expose
+    def limits(self) -> dict[str, t.Any]:
+        """The limits clients must respect (message size, subject and pattern length, subscriptions)."""
+        return {name: getattr(self.settings, name) for name in
+                ("max_message_size", "max_subject_length", "max_pattern_length", "max_subscriptions", "queuesize")}
+
+    @expose
     def stats(self) -> dict[str, t.Any]:
         """Counts for monitoring: subscribers, subjects, patterns, cache, queues, drops."""
         counts: dict[str, t.Any] = {"published": self.published}

@@ -1,0 +1,135 @@
+"""TLS on every hop: ES and its embedded name server (an `es` process) and subscriber callbacks.
+
+A throw-away CA and a certificate for 127.0.0.1 are made at run time.
+"""
+from __future__ import annotations
+
+import datetime
+import ipaddress
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from Pyro5 import errors
+from Pyro5 import socketutil
+from Pyro5.api import Proxy
+
+import eventservice
+from conftest import WAIT, Collector, read_line
+
+pytestmark = pytest.mark.network
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def _write_key(path, key) -> None:
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory):
+    """(ca, cert, key) file paths: a CA and a certificate it signed for 127.0.0.1."""
+    folder = tmp_path_factory.mktemp("tls")
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (x509.CertificateBuilder().subject_name(_name("eventservice test CA")).issuer_name(_name("eventservice test CA"))
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder().subject_name(_name("127.0.0.1")).issuer_name(ca.subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    paths = folder / "ca.pem", folder / "cert.pem", folder / "key.pem"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_key(paths[2], key)
+    return tuple(str(path) for path in paths)
+
+
+@pytest.fixture
+def plain_afterwards():
+    """Whatever a test switches on, leave this process without Pyro5's cached TLS contexts."""
+    yield
+    setattr(socketutil, "__ssl_client_context", None)
+    setattr(socketutil, "__ssl_server_context", None)
+
+
+def _start_tls_es(processes, pyro_settings, certificates, *extra: str):
+    ca, cert, key = certificates
+    es_process = processes.spawn("bin/es", "--ns", "-n", "127.0.0.1", "--ns-port", "0", "-p", "0",
+                                 "--ssl-ca", ca, "--ssl-cert", cert, "--ssl-key", key, *extra)
+    ns_line = read_line(es_process, expect="Name server URI")
+    read_line(es_process, expect="Event Service URI")
+    pyro_settings.NS_PORT = int(ns_line.strip().rsplit(":", 1)[1])
+    return es_process
+
+
+def test_tls_carries_events_end_to_end(processes, pyro_settings, certificates, plain_afterwards, collectors):
+    """With TLS on in the ES process and here, publish and delivery work as usual."""
+    _start_tls_es(processes, pyro_settings, certificates)
+    eventservice.use_tls(*certificates)
+    subscriber = collectors()
+    subscriber.subscribe("SECRET.NEWS")
+    eventservice.Publisher().publish("SECRET.NEWS", ("confidential", 1))
+    [event] = subscriber.take(1)
+    assert event.msg == ("confidential", 1)
+
+
+def test_plain_client_cannot_talk_to_a_tls_service(processes, pyro_settings, certificates, plain_afterwards):
+    """A client without TLS gets no answer from the TLS name server or Event Service."""
+    _start_tls_es(processes, pyro_settings, certificates)
+    with pytest.raises(errors.PyroError):
+        eventservice.Publisher()
+
+
+def test_subscriber_callbacks_are_served_over_tls(processes, pyro_settings, certificates, plain_afterwards, collectors):
+    """The subscriber's own daemon serves TLS: a plain Pyro5 proxy cannot reach it."""
+    _start_tls_es(processes, pyro_settings, certificates)
+    eventservice.use_tls(*certificates)
+    subscriber = collectors()
+    subscriber.subscribe("X")
+    callback_uri = subscriber._callback._pyroUri
+    pyro_settings.SSL = False
+    with pytest.raises(errors.CommunicationError):
+        with Proxy(callback_uri) as plain:
+            plain._pyroTimeout = WAIT
+            plain._pyroBind()
+
+
+def test_two_way_tls_refuses_clients_without_certificate(processes, pyro_settings, certificates, plain_afterwards):
+    """With --ssl-require-client-cert, a TLS client that shows no certificate is refused."""
+    _start_tls_es(processes, pyro_settings, certificates, "--ssl-require-client-cert")
+    ca, _, _ = certificates
+    eventservice.use_tls(ca)  # trusts the server, shows no certificate
+    with pytest.raises(errors.PyroError):
+        eventservice.Publisher()
+
+
+def test_two_way_tls_accepts_clients_with_certificate(processes, pyro_settings, certificates, plain_afterwards):
+    """With --ssl-require-client-cert, a client with a CA-signed certificate gets through."""
+    _start_tls_es(processes, pyro_settings, certificates, "--ssl-require-client-cert")
+    eventservice.use_tls(*certificates, require_client_cert=True)
+    receiver = Collector()
+    try:
+        receiver.listenInThread()
+        receiver.subscribe("TWO.WAY")
+        assert eventservice.Publisher().publish("TWO.WAY", 1) == 1
+        assert receiver.take(1)[0].msg == 1
+    finally:
+        receiver.close()
+
+
+def test_use_tls_names_a_missing_file(tmp_path):
+    """A wrong path is reported by name, before anything connects."""
+    missing = str(tmp_path / "nope.pem")
+    with pytest.raises(FileNotFoundError, match="nope.pem"):
+        eventservice.use_tls(missing)
