@@ -35,31 +35,38 @@ _daemon_construction = threading.Lock()
 class _Client:
     """What both skeletons share: finding the ES, the passphrase, one reusable proxy."""
 
-    def __init__(self, ident: str | None, esURI: str | core.URI | None) -> None:
+    def __init__(self, ident: str | None, esURI: str | core.URI | None, nsHost: str | None, nsPort: int | None) -> None:
         self._authenticator = auth.Authenticator(ident) if ident else None
         self._esURI = esURI
+        self._ns_location = (nsHost, nsPort)
         self._es_lock = threading.RLock()
-        self._es = naming.es_proxy(esURI, self._authenticator)
+        self._es = naming.es_proxy(esURI, self._authenticator, *self._ns_location)
 
     def getES(self) -> t.Any:
         """A new proxy to the Event Service, owned by the calling thread."""
         return auth.make_proxy(self._es._pyroUri, self._authenticator)
 
-    def _call_es(self, method: str, *args: t.Any, keep_connection: bool = True) -> t.Any:
-        """Call the ES from any thread; after a lost connection, find the ES again and retry once."""
+    def _call_es(self, method: str, *args: t.Any, keep_connection: bool = True, serializer: str | None = None) -> t.Any:
+        """Call the ES from any thread; after a lost connection, find the ES again and retry once.
+
+        ``serializer`` overrides Pyro5's configured one for this call (see ``_fast_serializer``).
+        """
         with self._es_lock:
             self._es._pyroClaimOwnership()
+            self._es._pyroSerializer = serializer
             try:
                 return getattr(self._es, method)(*args)
             except errors.ConnectionClosedError as error:
                 log.info("connection to the Event Service lost (%s); reconnecting", error)
                 self._reconnect()
+                self._es._pyroSerializer = serializer
                 return getattr(self._es, method)(*args)
             except errors.CommunicationError as error:
                 if isinstance(error, (errors.TimeoutError, auth.PassphraseError)):
                     raise
                 log.info("Event Service unreachable (%s); looking it up again", error)
                 self._reconnect()
+                self._es._pyroSerializer = serializer
                 return getattr(self._es, method)(*args)
             finally:
                 if not keep_connection:
@@ -67,7 +74,7 @@ class _Client:
 
     def _reconnect(self) -> None:
         self._es._pyroRelease()
-        self._es = naming.es_proxy(self._esURI, self._authenticator)
+        self._es = naming.es_proxy(self._esURI, self._authenticator, *self._ns_location)
 
 
 class Publisher(_Client):
@@ -77,11 +84,14 @@ class Publisher(_Client):
     :param esURI: the ES's URI; None finds it through the name server
     :param pipeline: 0 (default) makes ``publish`` synchronous; N > 0 turns on
         pipelined mode with at most N publishes on their way (see ``publish``)
+    :param nsHost: the name server's host (default: Pyro5's NS_HOST)
+    :param nsPort: the name server's port (default: Pyro5's NS_PORT)
     Raises NamingError when there is no name server or no ES registered in it.
     """
 
-    def __init__(self, ident: str | None = None, esURI: str | core.URI | None = None, pipeline: int = 0) -> None:
-        super().__init__(ident, esURI)
+    def __init__(self, ident: str | None = None, esURI: str | core.URI | None = None, pipeline: int = 0,
+                 nsHost: str | None = None, nsPort: int | None = None) -> None:
+        super().__init__(ident, esURI, nsHost, nsPort)
         with self._es_lock:
             self._es._pyroBind()
         if not isinstance(pipeline, int) or pipeline < 0:
@@ -105,7 +115,7 @@ class Publisher(_Client):
             self._pipeline.put(as_texts(subjects, "subjects"), msg)
             return None
         try:
-            return self._call_es("publish", subjects, msg)
+            return self._call_es("publish", subjects, msg, serializer=_fast_serializer(msg))
         except errors.CommunicationError as error:
             self._explain_failure(msg, error)
             raise
@@ -115,7 +125,7 @@ class Publisher(_Client):
 
     def _explain_failure(self, msg: t.Any, error: Exception) -> None:
         """Turn what Pyro5 reports about an unsendable or oversized message into a clear error."""
-        serializer_name = self._es._pyroSerializer or pyro_config.SERIALIZER
+        serializer_name = pyro_config.SERIALIZER
         serializer = serializers.serializers[serializer_name]
         if hasattr(error, "_pyroTraceback"):
             return  # raised by the ES, with its own message
@@ -153,6 +163,36 @@ class Publisher(_Client):
 
     def __exit__(self, *exc_info: t.Any) -> None:
         self.close()
+
+
+_PLAIN_SCALARS = frozenset((str, int, float, bool, type(None)))
+
+
+def _is_plain(value: t.Any, depth: int = 0) -> bool:
+    kind = type(value)
+    if kind in _PLAIN_SCALARS:
+        return True
+    if depth > 16:
+        return False
+    if kind is tuple or kind is list:
+        return all(_is_plain(item, depth + 1) for item in value)
+    if kind is dict:
+        return all(type(key) in (str, int) and _is_plain(item, depth + 1) for key, item in value.items())
+    return False
+
+
+def _fast_serializer(payload: t.Any) -> str | None:
+    """'marshal' where it carries ``payload`` exactly as the configured serializer would, else None.
+
+    For built-in scalars, tuples, lists and dicts, serpent (Pyro5's default)
+    and marshal give the receiver the same values, and marshal costs a
+    fraction of serpent's parsing on the Event Service. Any other type, or
+    another configured serializer (json and msgpack turn tuples into lists),
+    keeps the configured one.
+    """
+    if pyro_config.SERIALIZER in ("serpent", "marshal") and _is_plain(payload):
+        return "marshal"
+    return None
 
 
 _REMOTE_ERRORS: dict[str, type[Exception]] = {"TypeError": TypeError, "ValueError": ValueError}
@@ -221,7 +261,7 @@ class _Pipeline:
                 self._in_flight = len(batch)
             error = None
             try:
-                refused = self._client._call_es("publishBatch", batch)
+                refused = self._client._call_es("publishBatch", batch, serializer=_fast_serializer(batch))
                 if refused:
                     index, kind, message = refused[0]
                     error = _REMOTE_ERRORS.get(kind, errors.PyroError)(
@@ -259,14 +299,19 @@ class Subscriber(_Client):
     :param ident: the passphrase the ES requires, if any; the subscriber's own
         daemon then accepts calls only from holders of it (no event injection)
     :param esURI: the ES's URI; None finds it through the name server
+    :param nsHost: the name server's host (default: Pyro5's NS_HOST)
+    :param nsPort: the name server's port (default: Pyro5's NS_PORT)
     Raises NamingError when there is no name server or no ES registered in it.
 
     ``event()`` is never called concurrently for one Subscriber and runs in
     the order the ES accepted the events, whatever ``setThreading`` says.
+    Events are handled only while ``listen()`` runs; what arrives in between
+    waits (at the ES, for up to its delivery timeout).
     """
 
-    def __init__(self, ident: str | None = None, esURI: str | core.URI | None = None) -> None:
-        super().__init__(ident, esURI)
+    def __init__(self, ident: str | None = None, esURI: str | core.URI | None = None,
+                 nsHost: str | None = None, nsPort: int | None = None) -> None:
+        super().__init__(ident, esURI, nsHost, nsPort)
         with self._es_lock:
             self._es._pyroBind()  # fail now, not at the first subscribe
             self._es._pyroRelease()  # subscribers hold no ES connection between calls
@@ -276,7 +321,11 @@ class Subscriber(_Client):
         self._object_id: str | None = None
         self._callback: t.Any = None
         self._listening = threading.Event()
+        self._not_listening = threading.Event()
+        self._not_listening.set()
         self._abort = threading.Event()
+        self._closed = False
+        self._dispatching: int | None = None
         self._dispatch_lock = threading.Lock()
         self._daemon_lock = threading.Lock()
         self._subjects: set[str] = set()
@@ -325,12 +374,14 @@ class Subscriber(_Client):
     def listen(self) -> None:
         """Serve incoming events until ``abort()``."""
         daemon = self._get_daemon()
+        self._not_listening.clear()
         self._listening.set()
         try:
             daemon.requestLoop(lambda: not self._abort.is_set())
         finally:
             self._listening.clear()
             self._abort.clear()
+            self._not_listening.set()
 
     def listenInThread(self) -> threading.Thread:
         """Run ``listen()`` in a daemon thread and return it; ``abort()`` stops it."""
@@ -358,10 +409,14 @@ class Subscriber(_Client):
                 log.info("could not unsubscribe from the Event Service: %s", error)
         self._subjects.clear()
         self._patterns.clear()
+        self._closed = True
         self.abort()
-        if self._daemon is not None:
-            self._daemon.close()
-            self._daemon = None
+        if self._listening.is_set() and not self._in_event_handler():
+            self._not_listening.wait(5)  # let listen() leave the loop before its daemon goes
+        with self._daemon_lock:
+            if self._daemon is not None:
+                self._daemon.close()
+                self._daemon = None
 
     def __enter__(self) -> Subscriber:
         return self
@@ -372,12 +427,23 @@ class Subscriber(_Client):
     # -- internals -------------------------------------------------------
 
     def _dispatch(self, events: t.Iterable[Event]) -> None:
+        # in threaded mode, open connections are served even outside listen(): hold them until it runs again
+        while not self._listening.wait(0.2):
+            if self._closed:
+                return
         with self._dispatch_lock:
-            for event in events:
-                try:
-                    self.event(event)
-                except Exception:
-                    log.exception("event() raised for %s; going on with the next event", event.subject)
+            self._dispatching = threading.get_ident()
+            try:
+                for event in events:
+                    try:
+                        self.event(event)
+                    except Exception:
+                        log.exception("event() raised for %s; going on with the next event", event.subject)
+            finally:
+                self._dispatching = None
+
+    def _in_event_handler(self) -> bool:
+        return self._dispatching == threading.get_ident()
 
     def _callback_proxy(self) -> t.Any:
         self._get_daemon()

@@ -1,9 +1,11 @@
 """Tunables of the Event Service, with defaults and environment overrides.
 
 This is the only module that reads ``os.environ``. Every setting can be given
-as ``PYRO_ES_<NAME>`` (Pyro3 used ``PYRO_ES_QUEUESIZE`` and
-``PYRO_ES_BLOCKQUEUE``; both keep working). Pyro5's own ``PYRO_*`` settings
-are left to Pyro5.
+as ``EVENTSERVICE_<NAME>`` (``EVENTSERVICE_QUEUESIZE``,
+``EVENTSERVICE_BLOCKQUEUE``, ...). Pyro3 spelled these ``PYRO_ES_*``, but
+Pyro5 refuses to start when the environment holds a ``PYRO_*`` name it does
+not know, so the Pyro3 names cannot come back. Pyro5's own ``PYRO_*``
+settings are left to Pyro5.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import typing as t
 
 __all__ = ["Settings", "from_environment"]
 
-ENV_PREFIX = "PYRO_ES_"
+ENV_PREFIX = "EVENTSERVICE_"
 
 
 @dataclasses.dataclass
@@ -52,7 +54,7 @@ class Settings:
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if field.type in ("int", "float") and value <= 0:
+            if field.type in ("int", "float") and not value > 0:  # also refuses NaN
                 raise ValueError(f"setting {field.name} must be greater than 0, got {value!r}")
 
 
@@ -71,7 +73,7 @@ def _coerce(name: str, kind: str, text: str) -> t.Any:
 
 
 def from_environment(**overrides: t.Any) -> Settings:
-    """Settings from the defaults, then ``PYRO_ES_*`` variables, then ``overrides`` (not None)."""
+    """Settings from the defaults, then ``EVENTSERVICE_*`` variables, then ``overrides`` (not None)."""
     values: dict[str, t.Any] = {}
     for field in dataclasses.fields(Settings):
         text = os.environ.get(ENV_PREFIX + field.name.upper())

@@ -34,8 +34,8 @@ class Event:
         self.time = time.time() if creationTime is None else creationTime
 
     def __str__(self) -> str:
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.time))
-        millis = int((self.time % 1) * 1000)
+        seconds, millis = divmod(round(self.time * 1000), 1000)
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
         return f"<Event {self.subject} @ {stamp}.{millis:03d}: {self.msg}>"
 
     def __repr__(self) -> str:

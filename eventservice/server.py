@@ -65,7 +65,7 @@ class EventServiceStarter:
     """Runs an Event Service in this process, as Pyro3's starter did.
 
     :param identification: the passphrase clients must prove (None: no passphrase)
-    :param settings: the ES tunables; defaults plus ``PYRO_ES_*`` environment variables
+    :param settings: the ES tunables; defaults plus ``EVENTSERVICE_*`` environment variables
 
     ``start`` serves until ``shutdown``; ``initialize`` sets everything up and
     returns, for programs that call ``handleRequests`` themselves or serve from
@@ -249,7 +249,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="es",
         description="Start the Pyro Event Service (publish/subscribe on Pyro5).",
-        epilog="Settings also come from PYRO_ES_<NAME> environment variables; Pyro5's PYRO_* settings apply too.",
+        epilog="Settings also come from EVENTSERVICE_<NAME> environment variables; Pyro5's PYRO_* settings apply too.",
     )
     parser.add_argument("-n", "--host", dest="hostname", default="", help="hostname or IP to bind (default: Pyro5's HOST, localhost)")
     parser.add_argument("-p", "--port", type=int, default=0, help="port to bind (default: any free port)")

@@ -38,8 +38,9 @@ def literal_prefix(pattern: str) -> str:
     """A folded string every subject matched by ``pattern`` must start with ('' when unsure).
 
     Conservative by design: it reads plain ASCII literals after an optional
-    ``^`` and stops at the first construct it does not fully understand; a
-    pattern with a top-level alternative or inline flags gets ''.
+    ``^`` and stops at the first construct it does not fully understand (or at
+    an 'i', see below); a pattern with a top-level alternative or inline flags
+    gets ''.
     """
     if "(?" in pattern or _has_top_level_alternative(pattern):
         return ""
@@ -55,6 +56,8 @@ def literal_prefix(pattern: str) -> str:
             char, width = escaped, 2
         elif char in _METACHARACTERS or not char.isascii() or not char.isprintable():
             break
+        if char in "iI":
+            break  # IGNORECASE lets 'I' match the dotless 'ı', which folds to itself, not to 'i'
         following = pattern[position + width:position + width + 1]
         if following and following in _QUANTIFIERS:
             break  # this literal may be absent or repeated: it is not part of the prefix
@@ -147,6 +150,8 @@ class SubscriptionIndex:
     def add_subjects(self, key: str, subjects: c.Iterable[str]) -> None:
         """Subscribe ``key`` to exact subjects; raises ValueError past the subscription cap."""
         folded = {fold(subject) for subject in subjects}
+        if not folded:
+            return
         with self._lock:
             own = self._by_key.get(key) or _Subscriptions()
             self._check_capacity(key, own, len(folded - own.subjects))
@@ -163,6 +168,8 @@ class SubscriptionIndex:
         when the subscription cap would be passed.
         """
         texts = list(dict.fromkeys(patterns))
+        if not texts:
+            return
         compiled = {}
         for text in texts:
             if text not in self._patterns:
@@ -245,8 +252,7 @@ class SubscriptionIndex:
                     timed_out.append((entry.text, frozenset(entry.keys)))
             for text, owners in timed_out:
                 self.pattern_timeouts += 1
-                for key in owners:
-                    self.remove(key, [text])
+                self._remove_pattern_everywhere(text, owners)
             result = frozenset(keys) if keys else _EMPTY
             if self._cache_size and not timed_out:
                 if len(self._cache) >= self._cache_size:
@@ -338,6 +344,17 @@ class SubscriptionIndex:
         else:
             del self._prefix_lengths[length]
         self._sorted_prefix_lengths = sorted(self._prefix_lengths)
+
+    def _remove_pattern_everywhere(self, text: str, keys: c.Iterable[str]) -> None:
+        for key in keys:
+            own = self._by_key.get(key)
+            if own is None or text not in own.patterns:
+                continue
+            own.patterns.discard(text)
+            self._drop_pattern_key(text, key)
+            if not own:
+                del self._by_key[key]
+        self._cache.clear()
 
     def _drop_exact(self, subject: str, key: str) -> None:
         owners = self._exact.get(subject)

@@ -48,6 +48,7 @@ def uri_from(line: str) -> str:
 
 
 def quote_subjects(output: str) -> list[str]:
+    """The subjects of the quote lines a stock quote subscriber printed, in order."""
     return QUOTE_SUBJECT.findall(output)
 
 
@@ -89,6 +90,22 @@ def test_subscriber_and_market_without_name_server(processes):
     assert len(subjects) == 5 and set(subjects) <= {"STOCKQUOTE.SUN", "STOCKQUOTE.IBM"}, output
     _, errors = finish(market)  # its 400 quotes take 2 s; it ends by itself
     assert market.returncode == 0, errors
+
+
+def test_scripts_prove_the_passphrase_given_with_ident(processes):
+    es = processes.spawn("bin/es", "-N", "-n", "127.0.0.1", "-p", "0", "-i", "s3cret", env=NO_NAME_SERVER)
+    uri = uri_from(read_line(es, expect="Event Service URI:"))
+    mclient = processes.spawn(f"{STOCKQUOTES}/mclient.py", "--count", "3", "--ident", "s3cret", "--es-uri", uri,
+                              env=NO_NAME_SERVER)
+    read_line(mclient, expect="Subscribed")
+    processes.spawn(f"{STOCKQUOTES}/market.py", "--rate", "100", "--quiet", "--ident", "s3cret", "--es-uri", uri,
+                    env=NO_NAME_SERVER, stdout=subprocess.DEVNULL)
+    output, errors = finish(mclient)
+    assert mclient.returncode == 0, errors
+    assert len(quote_subjects(output)) == 3, output
+    refused = processes.spawn(f"{STOCKQUOTES}/market.py", "--count", "1", "--es-uri", uri, env=NO_NAME_SERVER)
+    _, errors = finish(refused)
+    assert refused.returncode == 1 and "Cannot reach the Event Service" in errors, errors
 
 
 def test_scripts_without_es_uri_or_name_server_fail_clearly(processes):

@@ -50,7 +50,8 @@ def drive(publisher: eventservice.Publisher, rate: float, count: int | None, rng
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Publish CARS.HEADING.<direction> events for passing cars.")
     parser.add_argument("-c", "--count", type=int, help="stop after this many cars (default: run until Ctrl-C)")
-    parser.add_argument("-r", "--rate", type=float, default=10.0, help="cars per second (default 10; 0: as fast as possible)")
+    parser.add_argument("-r", "--rate", type=float, default=10.0,
+                        help="cars per second (default 10; 0: as fast as possible)")
     parser.add_argument("--seed", type=int, help="seed for the random traffic, for repeatable runs")
     parser.add_argument("-q", "--quiet", action="store_true", help="do not print every car")
     parser.add_argument("--es-uri", help="the Event Service's URI, to use it without a name server")

@@ -28,7 +28,6 @@ class TrafficCounter(eventservice.Subscriber):
         super().__init__(ident, esURI)
         self.cars = cars
         self.counts = dict.fromkeys(DIRECTIONS, 0)
-        self.seconds: dict[str, float] = {}
         self.current: str | None = None
         self._to_watch = list(DIRECTIONS)
         self._since = 0.0
@@ -37,9 +36,8 @@ class TrafficCounter(eventservice.Subscriber):
         """Stop watching the current direction and start on the next; abort() after the last."""
         if self.current is not None:
             self.unsubscribe(SUBJECT_PREFIX + self.current)
-            self.seconds[self.current] = time.monotonic() - self._since
-            print(f"{self.counts[self.current]} cars heading {self.current}, "
-                  f"in {self.seconds[self.current]:.1f} s", flush=True)
+            seconds = time.monotonic() - self._since
+            print(f"{self.counts[self.current]} cars heading {self.current}, in {seconds:.1f} s", flush=True)
         if not self._to_watch:
             self.current = None
             print("I watched all directions.", flush=True)
@@ -71,11 +69,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--cars must be at least 1")
     try:
         counter = TrafficCounter(options.cars, options.ident, options.es_uri)
-        counter.watch_next()
     except PyroError as error:
         print(f"Cannot reach the Event Service: {error}", file=sys.stderr)
         return 1
     try:
+        counter.watch_next()
         counter.listen()
     except KeyboardInterrupt:
         pass

@@ -89,9 +89,11 @@ def run(seconds: float, rate: float) -> int:
         if publisher is not None:
             publisher.close()
         for listener in listeners:
-            listener.close()
+            listener.abort()
         for thread in listen_threads:
-            _stop_thread(thread)
+            _stop_thread(thread)  # listening ended: now the daemons can close
+        for listener in listeners:
+            listener.close()
         starter.shutdown()
         _stop_thread(server)
 

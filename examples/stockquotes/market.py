@@ -24,7 +24,8 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"stock symbols to quote (default: {' '.join(DEFAULT_SYMBOLS)})")
     parser.add_argument("-c", "--count", type=int, help="stop after this many quotes (default: run until Ctrl-C)")
     parser.add_argument("-d", "--duration", type=float, help="stop after this many seconds")
-    parser.add_argument("-r", "--rate", type=float, default=5.0, help="quotes per second (default 5; 0: as fast as possible)")
+    parser.add_argument("-r", "--rate", type=float, default=5.0,
+                        help="quotes per second (default 5; 0: as fast as possible)")
     parser.add_argument("--seed", type=int, help="seed for the random prices, for repeatable runs")
     parser.add_argument("-q", "--quiet", action="store_true", help="do not print every quote published")
     add_connection_options(parser)

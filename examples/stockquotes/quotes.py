@@ -78,8 +78,7 @@ class Market:
         """
         stop = stop or threading.Event()
         interval = 1.0 / rate if rate > 0 else 0.0
-        start = time.monotonic()
-        due = start
+        start = due = time.monotonic()
         while not stop.is_set():
             if count is not None and self.published >= count:
                 break

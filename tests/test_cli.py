@@ -1,0 +1,61 @@
+"""Offline tests of the ``es`` command line: option parsing only, nothing is started."""
+from __future__ import annotations
+
+import pytest
+
+from eventservice import server
+
+
+def test_help_exits_zero_and_lists_options(capsys):
+    """`es -h` exits 0 and documents -n, -p, -N, -i, --ns, --queuesize and --full-queue."""
+    with pytest.raises(SystemExit) as exit_info:
+        server.main(["-h"])
+    assert exit_info.value.code == 0
+    usage = capsys.readouterr().out
+    assert usage.startswith("usage: es")
+    for option in ("-n", "-p", "-N", "-i", "--ns", "--queuesize", "--full-queue"):
+        assert f"{option} " in usage or f"{option}," in usage or f"[{option}" in usage, option
+    assert "block" in usage and "drop" in usage
+
+
+def test_unknown_option_exits_two(capsys):
+    """An unknown option exits with status 2 and names it on stderr."""
+    with pytest.raises(SystemExit) as exit_info:
+        server.main(["--bogus"])
+    assert exit_info.value.code == 2
+    assert "--bogus" in capsys.readouterr().err
+
+
+def test_invalid_full_queue_choice_exits_two(capsys):
+    """--full-queue accepts only block or drop."""
+    with pytest.raises(SystemExit) as exit_info:
+        server.main(["--full-queue", "sometimes"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "sometimes" in error and "block" in error
+
+
+@pytest.mark.parametrize("args", [["--queuesize", "many"], ["-p", "http"], ["--workers", "1.5"]])
+def test_non_numeric_values_exit_two(capsys, args):
+    """Numeric options refuse text that is not a number, with status 2."""
+    with pytest.raises(SystemExit) as exit_info:
+        server.main(args)
+    assert exit_info.value.code == 2
+    assert args[0] in capsys.readouterr().err
+
+
+def test_parser_maps_options_to_settings_names():
+    """The parser stores the options under the names main() hands to the starter and settings."""
+    options = server._parser().parse_args(["-n", "10.0.0.1", "-p", "7766", "-N", "-i", "pw", "--ns",
+                                           "--queuesize", "5", "--full-queue", "drop", "--workers", "3"])
+    assert (options.hostname, options.port, options.use_ns, options.identification) == ("10.0.0.1", 7766, False, "pw")
+    assert (options.embedded_ns, options.queuesize, options.full_queue, options.delivery_workers) == (True, 5, "drop", 3)
+    defaults = server._parser().parse_args([])
+    assert (defaults.hostname, defaults.port, defaults.use_ns, defaults.embedded_ns) == ("", 0, True, False)
+    assert (defaults.identification, defaults.queuesize, defaults.full_queue) == (None, None, None)
+
+
+def test_invalid_setting_reports_and_returns_one(capsys):
+    """A setting refused by the settings validation makes main() print 'cannot start' and return 1."""
+    assert server.main(["--queuesize", "0", "-N"]) == 1
+    assert "cannot start" in capsys.readouterr().err
