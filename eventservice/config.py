@@ -26,7 +26,7 @@ class Settings:
     queuesize: int = 1000
     #: full queue: True blocks the publisher until there is room, False drops the new event
     blockqueue: bool = True
-    #: upper bound on the threads that deliver events to subscribers
+    #: most delivery threads; one serves all while deliveries are quick, more only while slow subscribers hold them
     delivery_workers: int = 16
     #: most events sent to one subscriber in one call
     batch_size: int = 200

@@ -4,8 +4,9 @@ Every subscriber has a *mailbox*: a bounded FIFO of events. A mailbox with
 events is handed to one delivery worker at a time, which sends everything
 queued (up to ``batch_size``) in one call, so events reach a subscriber in the
 order they were accepted, and a busy subscriber gets bigger batches instead of
-more calls (adaptive batching). Workers are a pool that grows on demand up to
-``delivery_workers`` threads; the ES never runs a thread per subscriber.
+more calls (adaptive batching). Workers are few on purpose: one while
+deliveries are quick, more only while slow subscribers hold them, up to
+``delivery_workers``; the ES never runs a thread per subscriber.
 
 Subscribers whose object exposes ``events(list)`` (the ``Subscriber``
 skeleton) get one call per batch; plain callback objects get their
@@ -22,6 +23,7 @@ import collections.abc as c
 import logging
 import queue
 import threading
+import time
 import typing as t
 
 from Pyro5 import errors
@@ -33,6 +35,13 @@ from .event import Event
 __all__ = ["Dispatcher", "Mailbox", "WireEvent"]
 
 log = logging.getLogger("eventservice.delivery")
+
+#: how often the watchdog looks for stuck workers, seconds
+WATCH_SECONDS = 0.02
+#: a worker held this long by one delivery counts as stuck
+STALL_SECONDS = 0.05
+#: an extra worker idle this long retires
+IDLE_SECONDS = 5.0
 
 #: an accepted event as queued and sent to batch-aware subscribers: (subject, msg, time)
 WireEvent = tuple[str, t.Any, float]
@@ -77,7 +86,7 @@ class Dispatcher:
         self._ready: queue.SimpleQueue[Mailbox | None] = queue.SimpleQueue()
         self._pool_lock = threading.Lock()
         self._workers: list[threading.Thread] = []
-        self._idle_workers = 0
+        self._busy_since: dict[int, float] = {}  # worker thread id -> when its current delivery began
         self._stopped = False
         self.dropped = 0
 
@@ -151,24 +160,54 @@ class Dispatcher:
                     mailbox.condition.wait(1.0)
 
     # -- workers ---------------------------------------------------------
+    #
+    # One worker serves every mailbox in turn while deliveries are quick: the
+    # fewer the workers, the more events wait per subscriber, the bigger the
+    # batches and the cheaper each event. A watchdog adds a worker only when
+    # mailboxes are waiting and every worker has been stuck in one delivery for
+    # longer than STALL_SECONDS (a slow or hung subscriber), up to
+    # ``delivery_workers``; extra workers retire after IDLE_SECONDS idle.
 
     def _schedule(self, mailbox: Mailbox) -> None:
         self._ready.put(mailbox)
-        with self._pool_lock:
-            if self._idle_workers == 0 and len(self._workers) < self._settings.delivery_workers and not self._stopped:
-                worker = threading.Thread(target=self._work, name=f"es-delivery-{len(self._workers) + 1}", daemon=True)
-                self._workers.append(worker)
-                self._idle_workers += 1
-                worker.start()
+        if not self._workers:
+            with self._pool_lock:
+                if not self._workers and not self._stopped:
+                    self._spawn_worker()
+                    threading.Thread(target=self._watch, name="es-delivery-watchdog", daemon=True).start()
+
+    def _spawn_worker(self) -> None:
+        worker = threading.Thread(target=self._work, name=f"es-delivery-{len(self._workers) + 1}", daemon=True)
+        self._workers.append(worker)
+        worker.start()
+
+    def _watch(self) -> None:
+        while not self._stopped:
+            time.sleep(WATCH_SECONDS)
+            if self._ready.empty():
+                continue
+            with self._pool_lock:
+                busy = list(self._busy_since.values())
+                if (busy and len(busy) == len(self._workers) < self._settings.delivery_workers
+                        and time.monotonic() - max(busy) > STALL_SECONDS and not self._stopped):
+                    log.info("all %d delivery workers are held by slow subscribers; adding one", len(busy))
+                    self._spawn_worker()
 
     def _work(self) -> None:
         batch_size = self._settings.batch_size
+        me = threading.get_ident()
         while True:
-            mailbox = self._ready.get()
-            with self._pool_lock:
-                self._idle_workers -= 1
+            try:
+                mailbox = self._ready.get(timeout=IDLE_SECONDS)
+            except queue.Empty:
+                with self._pool_lock:
+                    if len(self._workers) > 1:  # the first worker stays
+                        self._workers.remove(threading.current_thread())
+                        return
+                continue
             if mailbox is None:
                 return
+            self._busy_since[me] = time.monotonic()
             try:
                 with mailbox.condition:
                     events = mailbox.events
@@ -187,8 +226,7 @@ class Dispatcher:
                         mailbox.scheduled = False
                         if mailbox.closed:
                             self._release_proxy(mailbox)
-                with self._pool_lock:
-                    self._idle_workers += 1
+                del self._busy_since[me]
 
     def _deliver(self, mailbox: Mailbox, batch: list[WireEvent]) -> None:
         fresh = mailbox.proxy is None
