@@ -4,11 +4,15 @@ Pyro5's connection handshake is one message from the proxy and one reply, so
 the proof has to go first: the proxy sends ``HMAC(key, object id | time |
 nonce)``; the daemon checks the MAC in constant time, that the time is within
 a window of its own clock and that it has not seen the nonce before in that
-window (replay protection), and that it hosts that object (so a captured
-handshake is worthless at another daemon). The daemon answers with its own
-MAC over the proxy's nonce, so the proxy knows it reached a holder of the
-passphrase too. The key is derived from the passphrase with PBKDF2, so a
-captured handshake does not make guessing the passphrase cheap.
+window (replay protection), and that it hosts that object. The daemon answers
+with its own MAC over the proxy's nonce, so the proxy knows it reached a
+holder of the passphrase too. The key is derived from the passphrase with
+PBKDF2, so a captured handshake does not make guessing the passphrase cheap.
+
+What one message first cannot do: bind the proof to one daemon instance. A
+handshake captured on the wire can be replayed once, within the window, at
+another daemon that hosts the same object id under the same passphrase (a
+second ES, or the same ES restarted). Use TLS where that matters.
 
 A refused handshake reaches the client as :class:`PassphraseError`.
 """
@@ -27,7 +31,7 @@ from Pyro5 import errors
 from Pyro5.client import Proxy
 from Pyro5.server import Daemon
 
-__all__ = ["Authenticator", "AuthProxy", "AuthDaemonMixin", "AuthDaemon", "PassphraseError", "make_proxy"]
+__all__ = ["Authenticator", "AuthProxy", "RefusalAwareProxy", "AuthDaemonMixin", "AuthDaemon", "PassphraseError", "make_proxy"]
 
 log = logging.getLogger("eventservice.auth")
 
@@ -107,7 +111,32 @@ class Authenticator:
             del self._seen[nonce]
 
 
-class AuthProxy(Proxy):
+class RefusalAwareProxy(Proxy):
+    """A plain Pyro5 proxy that reports a refused passphrase as PassphraseError."""
+
+    def _pyroInvoke(self, *args: t.Any, **kwargs: t.Any) -> t.Any:
+        try:
+            return super()._pyroInvoke(*args, **kwargs)
+        except errors.CommunicationError as error:
+            _raise_if_refused(error)
+            raise
+
+    def _pyroBind(self) -> bool:
+        try:
+            return super()._pyroBind()
+        except errors.CommunicationError as error:
+            _raise_if_refused(error)
+            raise
+
+    def _pyroGetMetadata(self, *args: t.Any, **kwargs: t.Any) -> None:
+        try:
+            super()._pyroGetMetadata(*args, **kwargs)
+        except errors.CommunicationError as error:
+            _raise_if_refused(error)
+            raise
+
+
+class AuthProxy(RefusalAwareProxy):
     """A Pyro5 proxy that proves the passphrase at every (re)connect.
 
     :param require_answer: also demand that the daemon proves the passphrase back
@@ -139,21 +168,11 @@ class AuthProxy(Proxy):
 
     def _pyroValidateHandshake(self, response: t.Any) -> None:
         if self._es_require_answer:
-            self._es_auth.check_server_answer(self._es_sent, response)
-
-    def _pyroInvoke(self, *args: t.Any, **kwargs: t.Any) -> t.Any:
-        try:
-            return super()._pyroInvoke(*args, **kwargs)
-        except errors.CommunicationError as error:
-            _raise_if_refused(error)
-            raise
-
-    def _pyroBind(self) -> bool:
-        try:
-            return super()._pyroBind()
-        except errors.CommunicationError as error:
-            _raise_if_refused(error)
-            raise
+            try:
+                self._es_auth.check_server_answer(self._es_sent, response)
+            except PassphraseError:
+                self._pyroRelease()  # Pyro5 keeps the connection it just made: never use it
+                raise
 
 
 def _raise_if_refused(error: Exception) -> None:
@@ -196,7 +215,7 @@ class AuthDaemon(AuthDaemonMixin, Daemon):
 
 
 def make_proxy(uri: t.Any, authenticator: Authenticator | None, require_answer: bool = True) -> Proxy:
-    """A proxy that proves the passphrase when there is one, else a plain Pyro5 proxy."""
+    """A proxy that proves the passphrase when there is one; either way a refusal raises PassphraseError."""
     if authenticator is None:
-        return Proxy(uri)
+        return RefusalAwareProxy(uri)
     return AuthProxy(uri, authenticator, require_answer)

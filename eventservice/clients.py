@@ -307,7 +307,15 @@ class Subscriber(_Client):
     the order the ES accepted the events, whatever ``setThreading`` says.
     Events are handled only while ``listen()`` runs; what arrives in between
     waits (at the ES, for up to its delivery timeout).
+
+    While listening, the subscriber checks every ``heartbeat`` seconds that the
+    ES still holds its subscriptions, and subscribes again when it does not
+    (the ES was restarted, or dropped it as unreachable). Events published
+    meanwhile are not replayed.
     """
+
+    #: seconds between subscription checks while listening; 0 turns them off
+    heartbeat: float = 10.0
 
     def __init__(self, ident: str | None = None, esURI: str | core.URI | None = None,
                  nsHost: str | None = None, nsPort: int | None = None) -> None:
@@ -376,6 +384,8 @@ class Subscriber(_Client):
         daemon = self._get_daemon()
         self._not_listening.clear()
         self._listening.set()
+        if self.heartbeat:
+            threading.Thread(target=self._keep_subscribed, name="es-subscriber-heartbeat", daemon=True).start()
         try:
             daemon.requestLoop(lambda: not self._abort.is_set())
         finally:
@@ -444,6 +454,22 @@ class Subscriber(_Client):
 
     def _in_event_handler(self) -> bool:
         return self._dispatching == threading.get_ident()
+
+    def _keep_subscribed(self) -> None:
+        while not self._not_listening.wait(self.heartbeat):
+            subjects, patterns = list(self._subjects), list(self._patterns)
+            if not (subjects or patterns):
+                continue
+            try:
+                if self._call_es("hasSubscriptions", self._callback, keep_connection=False):
+                    continue
+                log.warning("the Event Service does not know this subscriber (restarted?); subscribing again")
+                if subjects:
+                    self._call_es("subscribe", subjects, self._callback, keep_connection=False)
+                if patterns:
+                    self._call_es("subscribeMatch", patterns, self._callback, keep_connection=False)
+            except errors.PyroError as error:
+                log.info("Event Service not reachable for the subscription check: %s", error)
 
     def _callback_proxy(self) -> t.Any:
         self._get_daemon()

@@ -53,10 +53,10 @@ class Mailbox:
     __slots__ = ("key", "uri", "batch_aware", "events", "condition", "scheduled", "closed",
                  "proxy", "delivered", "dropped", "failures")
 
-    def __init__(self, key: str, uri: t.Any, batch_aware: bool) -> None:
+    def __init__(self, key: str, uri: t.Any) -> None:
         self.key = key
         self.uri = uri
-        self.batch_aware = batch_aware
+        self.batch_aware = False  # learnt from the subscriber's metadata when connecting
         self.events: collections.deque[WireEvent] = collections.deque()
         self.condition = threading.Condition(threading.Lock())
         self.scheduled = False  # queued for, or held by, a worker
@@ -92,12 +92,12 @@ class Dispatcher:
 
     # -- membership ------------------------------------------------------
 
-    def open(self, key: str, uri: t.Any, batch_aware: bool) -> Mailbox:
+    def open(self, key: str, uri: t.Any) -> Mailbox:
         """The mailbox of ``key``, created on first use."""
         with self._pool_lock:
             mailbox = self._mailboxes.get(key)
             if mailbox is None:
-                mailbox = self._mailboxes[key] = Mailbox(key, uri, batch_aware)
+                mailbox = self._mailboxes[key] = Mailbox(key, uri)
             return mailbox
 
     def close(self, key: str) -> bool:
@@ -123,11 +123,11 @@ class Dispatcher:
     # -- publishing ------------------------------------------------------
 
     def post(self, key: str, event: WireEvent) -> Mailbox | None:
-        """Queue ``event`` for ``key`` without blocking.
+        """Queue ``event`` for ``key`` without blocking; the mailbox if queued, None if not.
 
-        Returns the mailbox when it is now over its size and the policy is to
-        block: the caller must then ``wait_for_room`` (after releasing its own
-        locks). The event is queued either way, so the accepted order holds.
+        Under the blocking policy the event is queued even when the mailbox is
+        full, so the accepted order holds; the caller then ``wait_for_room``
+        (after releasing its own locks) for mailboxes that ``is_over_full``.
         """
         mailbox = self._mailboxes.get(key)
         if mailbox is None:
@@ -147,9 +147,11 @@ class Dispatcher:
             if not mailbox.scheduled:
                 mailbox.scheduled = True
                 self._schedule(mailbox)
-            if len(mailbox.events) > settings.queuesize:
-                return mailbox
-        return None
+        return mailbox
+
+    def is_over_full(self, mailbox: Mailbox) -> bool:
+        """True if ``mailbox`` holds more than its size (only possible under the blocking policy)."""
+        return len(mailbox.events) > self._settings.queuesize
 
     def wait_for_room(self, mailboxes: c.Iterable[Mailbox]) -> None:
         """Block until each mailbox is back within its size (or closed)."""
@@ -236,6 +238,12 @@ class Dispatcher:
         proxy = mailbox.proxy
         proxy._pyroClaimOwnership()
         try:
+            if fresh:
+                proxy._pyroBind()  # connects and learns the subscriber's methods
+                mailbox.batch_aware = "events" in proxy._pyroMethods
+                # marshal keeps what the ES holds (tuples stay tuples) and is Pyro5's fastest serializer, but
+                # converts only top-level custom objects: Event objects for plain callbacks need the configured one
+                proxy._pyroSerializer = "marshal" if mailbox.batch_aware else None
             self._call(mailbox, proxy, batch)
         except errors.ConnectionClosedError as error:
             if fresh:

@@ -33,32 +33,51 @@ class AlreadyRunningError(errors.NamingError):
     """A live Event Service is already registered in the name server."""
 
 
-class _IdleTimeoutMixin:
-    """Close client connections that stay silent longer than ``idle_timeout`` seconds.
+class _ConnectionGuardMixin:
+    """Close client connections that stay silent longer than ``idle_timeout``, and all of them at close().
 
-    Set per accepted connection (before the handshake), so it bounds silent
-    and half-open connections without touching Pyro5's process-wide COMMTIMEOUT.
+    The timeout is set per accepted connection (before the handshake), so it
+    bounds silent and half-open connections without touching Pyro5's
+    process-wide COMMTIMEOUT. Pyro5's thread-pool server keeps serving
+    established connections after its daemon is closed; closing them here
+    makes a stopped service really stopped.
     """
 
-    idle_timeout: float | None = None
+    def __init__(self, *args: t.Any, idle_timeout: float | None = None, **kwargs: t.Any) -> None:
+        self.idle_timeout = idle_timeout
+        self._connections: set[t.Any] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(*args, **kwargs)
 
     def _handshake(self, conn: t.Any, denied_reason: str | None = None) -> bool:
         if self.idle_timeout:
             conn.sock.settimeout(self.idle_timeout)
+        with self._connections_lock:
+            self._connections.add(conn)
         return super()._handshake(conn, denied_reason)  # type: ignore[misc]
 
+    def clientDisconnect(self, conn: t.Any) -> None:
+        with self._connections_lock:
+            self._connections.discard(conn)
+        super().clientDisconnect(conn)  # type: ignore[misc]
 
-class _EventServiceDaemon(_IdleTimeoutMixin, auth.AuthDaemon):
+    def close(self) -> None:
+        super().close()  # type: ignore[misc]
+        with self._connections_lock:
+            connections, self._connections = list(self._connections), set()
+        for conn in connections:
+            conn.close()
+
+
+class _EventServiceDaemon(_ConnectionGuardMixin, auth.AuthDaemon):
     def __init__(self, host: str, port: int, authenticator: auth.Authenticator | None, idle_timeout: float) -> None:
-        self.idle_timeout = idle_timeout
-        super().__init__(host, port, authenticator=authenticator)
+        super().__init__(host, port, authenticator=authenticator, idle_timeout=idle_timeout)
 
 
-class _AuthNameServerDaemon(_IdleTimeoutMixin, auth.AuthDaemonMixin, NameServerDaemon):
+class _AuthNameServerDaemon(_ConnectionGuardMixin, auth.AuthDaemonMixin, NameServerDaemon):
     def __init__(self, host: str, port: int, authenticator: auth.Authenticator | None, idle_timeout: float) -> None:
         self.authenticator = authenticator
-        self.idle_timeout = idle_timeout
-        super().__init__(host, port)
+        super().__init__(host, port, idle_timeout=idle_timeout)
 
 
 class EventServiceStarter:
@@ -165,6 +184,8 @@ class EventServiceStarter:
         """Serve requests for ``timeout`` seconds (None: until ``shutdown()``)."""
         if self.daemon is None:
             raise RuntimeError("initialize() the Event Service first")
+        if self._stopping.is_set():
+            return
         deadline = None if timeout is None else time.monotonic() + timeout
         timer = None
         if deadline is not None:
@@ -315,16 +336,16 @@ def main(args: list[str] | None = None) -> int:
     except (ValueError, OSError, errors.PyroError) as error:
         print(f"es: cannot start: {error}", file=sys.stderr)
         return 1
-    if starter.nsUri is not None:
-        print(f"Name server URI: {starter.nsUri}")
-    print(f"Event Service URI: {uri}")
-    print("Event Service running; Ctrl-C or SIGTERM stops it.", flush=True)
 
     def stop(signum: int, frame: t.Any) -> None:
         starter.shutdown()
 
-    previous = signal.signal(signal.SIGTERM, stop)
+    previous = signal.signal(signal.SIGTERM, stop)  # before the URI is out: whoever reads it may stop us at once
     try:
+        if starter.nsUri is not None:
+            print(f"Name server URI: {starter.nsUri}")
+        print(f"Event Service URI: {uri}")
+        print("Event Service running; Ctrl-C or SIGTERM stops it.", flush=True)
         starter.handleRequests()
     except KeyboardInterrupt:
         pass

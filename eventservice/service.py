@@ -128,6 +128,12 @@ class EventService:
         self._drop(self._join(subscriber))
 
     @expose
+    def hasSubscriptions(self, subscriber: t.Any) -> bool:
+        """True if ``subscriber`` holds any subscription here (clients use it to notice an ES restart)."""
+        subjects, patterns = self._index.subscriptions(self._join(subscriber))
+        return bool(subjects or patterns)
+
+    @expose
     def ping(self) -> bool:
         """True; lets clients check that the ES answers."""
         return True
@@ -153,6 +159,7 @@ class EventService:
         full = []
         queued = 0
         post = self._dispatcher.post
+        is_over_full = self._dispatcher.is_over_full
         match = self._index.match
         with self._accept_lock:
             for subjects, message in items:
@@ -166,8 +173,9 @@ class EventService:
                     for key in keys:
                         mailbox = post(key, event)
                         if mailbox is not None:
-                            full.append(mailbox)
-                    queued += len(keys)
+                            queued += 1
+                            if is_over_full(mailbox):
+                                full.append(mailbox)
                 self.published += 1
         if full:
             self._dispatcher.wait_for_room(full)
@@ -185,7 +193,7 @@ class EventService:
         return subscriber_key(subscriber)
 
     def _open_mailbox(self, key: str, subscriber: Proxy) -> None:
-        self._dispatcher.open(key, subscriber._pyroUri, "events" in subscriber._pyroMethods)
+        self._dispatcher.open(key, subscriber._pyroUri)
 
     def _drop(self, key: str) -> None:
         with self._membership_lock:
@@ -193,10 +201,7 @@ class EventService:
             self._dispatcher.close(key)
 
     def _make_subscriber_proxy(self, uri: core.URI) -> Proxy:
-        proxy = auth.make_proxy(uri, self._authenticator)
-        # marshal keeps what the ES holds (tuples stay tuples) and is the fastest Pyro5 serializer
-        proxy._pyroSerializer = "marshal"
-        return proxy
+        return auth.make_proxy(uri, self._authenticator)
 
     def _subscriber_dead(self, key: str, error: Exception) -> None:
         log.warning("removing subscriber %s: delivery failed: %s: %s", key, type(error).__name__, error)

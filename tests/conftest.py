@@ -87,18 +87,19 @@ class RunningES:
 
 
 @pytest.fixture
-def start_es(pyro_settings, request):
+def start_es(pyro_settings, nameserver):
     """Factory: ``start_es(ident=None, use_ns=True, embedded_ns=False, **settings)`` -> RunningES.
 
     Uses the ``nameserver`` fixture's name server unless ``use_ns`` is False or
     ``embedded_ns`` is True (then Pyro5's NS_PORT points at the embedded one).
+    The name server outlives every ES started here.
     """
     started: list[RunningES] = []
 
     def start(ident: str | None = None, use_ns: bool = True, embedded_ns: bool = False, **settings) -> RunningES:
         ns_port = None
         if use_ns and not embedded_ns:
-            ns_port = request.getfixturevalue("nameserver").port
+            ns_port = nameserver.port
         elif embedded_ns:
             ns_port = 0
         running = RunningES(ident, use_ns, ns_port, es_config.Settings(**settings), embedded_ns)

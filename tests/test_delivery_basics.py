@@ -88,10 +88,14 @@ def test_pattern_without_caret_is_still_anchored_at_start(es, collectors):
     """A pattern without ^ matches from the subject's start (re.match), not anywhere (re.search)."""
     subscriber = collectors()
     subscriber.subscribeMatch(r"STOCKQUOTE\.S")
+    other = collectors()
+    other.subscribeMatch(r"[A-Z]+QUOTE\.S")  # no literal prefix to narrow the candidates
     publisher = eventservice.Publisher()
     assert publisher.publish("NYSE.STOCKQUOTE.SUN", "inside") == 0
-    assert publisher.publish("STOCKQUOTE.SUN", "start") == 1
+    assert publisher.publish("STOCKQUOTE.SUN", "start") == 2
     assert messages(subscriber.take(1)) == ["start"]
+    assert messages(other.take(1)) == ["start"]
+    assert other.nothing_more(0.1)
     assert subscriber.nothing_more()
 
 
@@ -198,6 +202,18 @@ def test_different_proxies_to_one_subscriber_are_one_subscriber(es, collectors):
     assert eventservice.Publisher().publish("SAME", "x") == 1
     assert messages(subscriber.take(1)) == ["x"]
     assert subscriber.nothing_more()
+
+
+def test_subscribing_with_a_proxy_built_from_the_uri_string(es, collectors):
+    """A proxy made from the subscriber's URI text (no metadata) is a valid subscriber on its own."""
+    subscriber = collectors()
+    uri = str(subscriber._callback._pyroUri)
+    with eventservice.Publisher().getES() as service:
+        service.subscribe("BYURI", pyro.Proxy(uri))
+    publisher = eventservice.Publisher()
+    for number in range(3):
+        assert publisher.publish("BYURI", number) == 1
+    assert messages(subscriber.take(3)) == [0, 1, 2]
 
 
 def test_two_subscribers_each_get_a_copy(es, collectors):

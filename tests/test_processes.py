@@ -4,6 +4,7 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import re
+import select
 import signal
 import socket
 import threading
@@ -148,16 +149,31 @@ def test_sigterm_stops_es_promptly_and_unregisters_it(nameserver, processes):
         ns_lookup(nameserver)
 
 
+def sigterm_on_uri(process, timeout: float = WAIT) -> None:
+    """SIGTERM ``process`` the moment its stdout shows the ES URI (read straight from the pipe, bounded)."""
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while b"Event Service URI:" not in seen:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not select.select([process.stdout], [], [], remaining)[0]:
+            pytest.fail(f"{process.args} printed no URI within {timeout}s: {seen!r}")
+        chunk = os.read(process.stdout.fileno(), 4096)
+        if not chunk:
+            pytest.fail(f"{process.args} ended before printing its URI: {seen!r}")
+        seen += chunk
+    process.send_signal(signal.SIGTERM)
+
+
 def test_sigterm_right_after_uri_is_printed_still_stops_cleanly(pyro_settings, processes):
     """SIGTERM sent as soon as 'es' printed its URI is handled: exit 0, not death by signal."""
     pyro_settings.NS_PORT = free_port()
-    servers = [processes.spawn(ES, "-N", "-n", LOCALHOST) for _ in range(5)]
-    for server in servers:
-        es_uri(server)
-        server.send_signal(signal.SIGTERM)
-    for server in servers:
+    codes = []
+    for _ in range(3):
+        server = processes.spawn(ES, "-N", "-n", LOCALHOST)
+        sigterm_on_uri(server)
         server.communicate(timeout=WAIT)
-    assert [server.returncode for server in servers] == [0] * len(servers)
+        codes.append(server.returncode)
+    assert codes == [0, 0, 0]
 
 
 def test_new_es_replaces_stale_registration_of_killed_es(nameserver, processes):
@@ -310,3 +326,14 @@ def test_es_serves_500_concurrent_client_connections(pyro_settings, processes, c
         for publisher in publishers:
             publisher.close()
     assert time.monotonic() - started < 60
+
+
+def test_starter_shutdown_drops_connected_publishers(start_es):
+    """After an in-process ES shuts down, a connected Publisher gets an error instead of a silent 0."""
+    es = start_es(use_ns=False)
+    publisher = eventservice.Publisher(esURI=es.uri)
+    assert publisher.publish("SHUTDOWN.TEST", "before") == 0
+    es.stop()
+    with pytest.raises(errors.CommunicationError):
+        publisher.publish("SHUTDOWN.TEST", "after")
+    publisher.close()
