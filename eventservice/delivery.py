@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import collections.abc as c
+import concurrent.futures
 import logging
 import queue
 import threading
@@ -42,6 +43,8 @@ WATCH_SECONDS = 0.02
 STALL_SECONDS = 0.05
 #: an extra worker idle this long retires
 IDLE_SECONDS = 5.0
+#: threads that connect to subscribers, in parallel, apart from the delivery workers
+CONNECTORS = 8
 
 #: an accepted event as queued and sent to batch-aware subscribers: (subject, msg, time)
 WireEvent = tuple[str, t.Any, float]
@@ -87,6 +90,7 @@ class Dispatcher:
         self._pool_lock = threading.Lock()
         self._workers: list[threading.Thread] = []
         self._busy_since: dict[int, float] = {}  # worker thread id -> when its current delivery began
+        self._connectors = concurrent.futures.ThreadPoolExecutor(CONNECTORS, thread_name_prefix="es-connect")
         self._stopped = False
         self.dropped = 0
 
@@ -209,6 +213,9 @@ class Dispatcher:
                 continue
             if mailbox is None:
                 return
+            if mailbox.proxy is None:
+                self._connectors.submit(self._connect, mailbox)  # comes back to the ready queue when connected
+                continue
             self._busy_since[me] = time.monotonic()
             try:
                 with mailbox.condition:
@@ -230,30 +237,48 @@ class Dispatcher:
                             self._release_proxy(mailbox)
                 del self._busy_since[me]
 
+    def _connect(self, mailbox: Mailbox) -> None:
+        """Connect to a subscriber (in a connector thread, so slow or not-yet-listening ones hold no worker)."""
+        if mailbox.closed:
+            with mailbox.condition:
+                mailbox.scheduled = False
+            return
+        proxy = self._make_proxy(mailbox.uri)
+        proxy._pyroTimeout = self._settings.delivery_timeout
+        try:
+            proxy._pyroBind()  # connects and learns the subscriber's methods
+        except errors.PyroError as error:
+            proxy._pyroRelease()
+            self._fail(mailbox, error)
+        except Exception:  # a bug here must not strand the mailbox
+            log.exception("unexpected error connecting to subscriber %s", mailbox.key)
+            proxy._pyroRelease()
+        else:
+            mailbox.batch_aware = "events" in proxy._pyroMethods
+            # marshal keeps what the ES holds (tuples stay tuples) and is Pyro5's fastest serializer, but it
+            # converts only top-level custom objects: the Events for plain callbacks need the configured one
+            proxy._pyroSerializer = "marshal" if mailbox.batch_aware else None
+            mailbox.proxy = proxy
+        with mailbox.condition:
+            if mailbox.proxy is not None and mailbox.events and not mailbox.closed:
+                self._ready.put(mailbox)
+            else:
+                mailbox.scheduled = False
+                if mailbox.closed:
+                    self._release_proxy(mailbox)
+
     def _deliver(self, mailbox: Mailbox, batch: list[WireEvent]) -> None:
-        fresh = mailbox.proxy is None
-        if fresh:
-            mailbox.proxy = self._make_proxy(mailbox.uri)
-            mailbox.proxy._pyroTimeout = self._settings.delivery_timeout
         proxy = mailbox.proxy
         proxy._pyroClaimOwnership()
         try:
-            if fresh:
-                proxy._pyroBind()  # connects and learns the subscriber's methods
-                mailbox.batch_aware = "events" in proxy._pyroMethods
-                # marshal keeps what the ES holds (tuples stay tuples) and is Pyro5's fastest serializer, but
-                # converts only top-level custom objects: Event objects for plain callbacks need the configured one
-                proxy._pyroSerializer = "marshal" if mailbox.batch_aware else None
-            self._call(mailbox, proxy, batch)
-        except errors.ConnectionClosedError as error:
-            if fresh:
-                self._fail(mailbox, error)
-                return
-            # an idle connection the subscriber closed: try once on a new one
-            log.debug("connection to subscriber %s was closed; reconnecting once: %s", mailbox.key, error)
-            self._release_proxy(mailbox)
-            self._deliver(mailbox, batch)
-        except errors.PyroError as error:  # refused, timed out, passphrase refused, no such object...
+            try:
+                self._call(mailbox, proxy, batch)
+            except errors.ConnectionClosedError as error:
+                # most likely an idle connection the subscriber closed: try once on a new one
+                log.debug("connection to subscriber %s was closed; reconnecting once: %s", mailbox.key, error)
+                proxy._pyroRelease()
+                self._call(mailbox, proxy, batch)
+        except errors.PyroError as error:  # refused, reset, timed out, passphrase refused, no such object...
             self._fail(mailbox, error)
         else:
             mailbox.delivered += len(batch)
@@ -329,3 +354,4 @@ class Dispatcher:
         for worker in workers:
             if worker is not threading.current_thread():
                 worker.join(timeout)
+        self._connectors.shutdown(wait=False, cancel_futures=True)
