@@ -29,9 +29,8 @@ import typing as t
 
 from Pyro5 import errors
 from Pyro5.client import Proxy
-from Pyro5.server import Daemon
 
-__all__ = ["Authenticator", "AuthProxy", "RefusalAwareProxy", "AuthDaemonMixin", "AuthDaemon", "PassphraseError", "make_proxy"]
+__all__ = ["Authenticator", "AuthProxy", "RefusalAwareProxy", "AuthDaemonMixin", "PassphraseError", "make_proxy"]
 
 log = logging.getLogger("eventservice.auth")
 
@@ -204,14 +203,6 @@ def _peer(conn: t.Any) -> str:
         return "%s:%s" % conn.sock.getpeername()[:2]
     except (OSError, AttributeError, TypeError):
         return "?"
-
-
-class AuthDaemon(AuthDaemonMixin, Daemon):
-    """A Pyro5 daemon that requires the passphrase when given an authenticator."""
-
-    def __init__(self, *args: t.Any, authenticator: Authenticator | None = None, **kwargs: t.Any) -> None:
-        self.authenticator = authenticator
-        super().__init__(*args, **kwargs)
 
 
 def make_proxy(uri: t.Any, authenticator: Authenticator | None, require_answer: bool = True) -> Proxy:

@@ -19,6 +19,7 @@ from Pyro5 import core, errors, serializers
 from Pyro5.server import expose
 
 from . import auth, naming
+from .daemon import GuardedDaemon
 from .event import Event
 from .subjects import as_texts
 
@@ -324,7 +325,7 @@ class Subscriber(_Client):
             self._es._pyroBind()  # fail now, not at the first subscribe
             self._es._pyroRelease()  # subscribers hold no ES connection between calls
         self._threaded = True
-        self._daemon: auth.AuthDaemon | None = None
+        self._daemon: GuardedDaemon | None = None
         self._sink = _EventSink(self)
         self._object_id: str | None = None
         self._callback: t.Any = None
@@ -440,7 +441,7 @@ class Subscriber(_Client):
         # in threaded mode, open connections are served even outside listen(): hold them until it runs again
         while not self._listening.wait(0.2):
             if self._closed:
-                return
+                raise errors.CommunicationError("this subscriber is closed")
         with self._dispatch_lock:
             self._dispatching = threading.get_ident()
             try:
@@ -475,18 +476,18 @@ class Subscriber(_Client):
         self._get_daemon()
         return self._callback
 
-    def _get_daemon(self) -> auth.AuthDaemon:
+    def _get_daemon(self) -> GuardedDaemon:
         with self._daemon_lock:  # listen() in one thread and subscribe() in another may race here
             if self._daemon is None:
                 self._daemon = self._build_daemon(pyro_config.HOST, 0)
             return self._daemon
 
-    def _build_daemon(self, host: str, port: int) -> auth.AuthDaemon:
+    def _build_daemon(self, host: str, port: int) -> GuardedDaemon:
         with _daemon_construction:
             previous = pyro_config.SERVERTYPE
             pyro_config.SERVERTYPE = "thread" if self._threaded else "multiplex"
             try:
-                daemon = auth.AuthDaemon(host, port, authenticator=self._authenticator)
+                daemon = GuardedDaemon(host, port, authenticator=self._authenticator)
             finally:
                 pyro_config.SERVERTYPE = previous
         uri = daemon.register(self._sink, self._object_id)

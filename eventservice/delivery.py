@@ -38,9 +38,9 @@ __all__ = ["Dispatcher", "Mailbox", "WireEvent"]
 log = logging.getLogger("eventservice.delivery")
 
 #: how often the watchdog looks for stuck workers, seconds
-WATCH_SECONDS = 0.02
+WATCH_SECONDS = 0.005
 #: a worker held this long by one delivery counts as stuck
-STALL_SECONDS = 0.05
+STALL_SECONDS = 0.005
 #: an extra worker idle this long retires
 IDLE_SECONDS = 5.0
 #: threads that connect to subscribers, in parallel, apart from the delivery workers
@@ -181,23 +181,30 @@ class Dispatcher:
                 if not self._workers and not self._stopped:
                     self._spawn_worker()
                     threading.Thread(target=self._watch, name="es-delivery-watchdog", daemon=True).start()
+        elif self._all_workers_stuck():
+            self._add_worker_if_stuck()
 
     def _spawn_worker(self) -> None:
         worker = threading.Thread(target=self._work, name=f"es-delivery-{len(self._workers) + 1}", daemon=True)
         self._workers.append(worker)
         worker.start()
 
+    def _all_workers_stuck(self) -> bool:
+        busy = list(self._busy_since.values())
+        return bool(busy) and len(busy) >= len(self._workers) and time.monotonic() - max(busy) > STALL_SECONDS
+
+    def _add_worker_if_stuck(self) -> None:
+        with self._pool_lock:
+            if (self._all_workers_stuck() and len(self._workers) < self._settings.delivery_workers
+                    and not self._stopped):
+                log.debug("all %d delivery workers are held by slow subscribers; adding one", len(self._workers))
+                self._spawn_worker()
+
     def _watch(self) -> None:
         while not self._stopped:
             time.sleep(WATCH_SECONDS)
-            if self._ready.empty():
-                continue
-            with self._pool_lock:
-                busy = list(self._busy_since.values())
-                if (busy and len(busy) == len(self._workers) < self._settings.delivery_workers
-                        and time.monotonic() - max(busy) > STALL_SECONDS and not self._stopped):
-                    log.info("all %d delivery workers are held by slow subscribers; adding one", len(busy))
-                    self._spawn_worker()
+            if not self._ready.empty() and self._all_workers_stuck():
+                self._add_worker_if_stuck()
 
     def _work(self) -> None:
         batch_size = self._settings.batch_size
@@ -306,7 +313,9 @@ class Dispatcher:
                 remaining = []
             except errors.PyroError:
                 raise
-            except Exception as error:  # the subscriber's own event() raised: log, go on with the rest
+            except Exception as error:
+                if not hasattr(error, "_pyroTraceback"):
+                    raise  # raised here, not by the subscriber: a bug, not the subscriber's business
                 log.warning("subscriber %s raised %s from event(); continuing", mailbox.key, error)
                 remaining = remaining[done + 1:]
 

@@ -19,6 +19,7 @@ from Pyro5 import core, errors
 from Pyro5.nameserver import NameServerDaemon
 
 from . import auth, naming
+from .daemon import ConnectionGuardMixin, GuardedDaemon
 from .tls import use_tls
 from .config import Settings, from_environment
 from .naming import EVENTSERVER_NAME
@@ -33,48 +34,7 @@ class AlreadyRunningError(errors.NamingError):
     """A live Event Service is already registered in the name server."""
 
 
-class _ConnectionGuardMixin:
-    """Close client connections that stay silent longer than ``idle_timeout``, and all of them at close().
-
-    The timeout is set per accepted connection (before the handshake), so it
-    bounds silent and half-open connections without touching Pyro5's
-    process-wide COMMTIMEOUT. Pyro5's thread-pool server keeps serving
-    established connections after its daemon is closed; closing them here
-    makes a stopped service really stopped.
-    """
-
-    def __init__(self, *args: t.Any, idle_timeout: float | None = None, **kwargs: t.Any) -> None:
-        self.idle_timeout = idle_timeout
-        self._connections: set[t.Any] = set()
-        self._connections_lock = threading.Lock()
-        super().__init__(*args, **kwargs)
-
-    def _handshake(self, conn: t.Any, denied_reason: str | None = None) -> bool:
-        if self.idle_timeout:
-            conn.sock.settimeout(self.idle_timeout)
-        with self._connections_lock:
-            self._connections.add(conn)
-        return super()._handshake(conn, denied_reason)  # type: ignore[misc]
-
-    def clientDisconnect(self, conn: t.Any) -> None:
-        with self._connections_lock:
-            self._connections.discard(conn)
-        super().clientDisconnect(conn)  # type: ignore[misc]
-
-    def close(self) -> None:
-        super().close()  # type: ignore[misc]
-        with self._connections_lock:
-            connections, self._connections = list(self._connections), set()
-        for conn in connections:
-            conn.close()
-
-
-class _EventServiceDaemon(_ConnectionGuardMixin, auth.AuthDaemon):
-    def __init__(self, host: str, port: int, authenticator: auth.Authenticator | None, idle_timeout: float) -> None:
-        super().__init__(host, port, authenticator=authenticator, idle_timeout=idle_timeout)
-
-
-class _AuthNameServerDaemon(_ConnectionGuardMixin, auth.AuthDaemonMixin, NameServerDaemon):
+class _AuthNameServerDaemon(ConnectionGuardMixin, auth.AuthDaemonMixin, NameServerDaemon):
     def __init__(self, host: str, port: int, authenticator: auth.Authenticator | None, idle_timeout: float) -> None:
         self.authenticator = authenticator
         super().__init__(host, port, idle_timeout=idle_timeout)
@@ -97,7 +57,7 @@ class EventServiceStarter:
         self.settings = settings or from_environment()
         self.authenticator = auth.Authenticator(identification, self.settings.handshake_window) if identification else None
         self.service: EventService | None = None
-        self.daemon: _EventServiceDaemon | None = None
+        self.daemon: GuardedDaemon | None = None
         self.uri: core.URI | None = None
         self.nsUri: core.URI | None = None
         self._ns_daemon: _AuthNameServerDaemon | None = None
@@ -164,7 +124,7 @@ class EventServiceStarter:
                 self._ns_location = (nsHost, nsPort)
                 self._refuse_if_running()
             self.service = EventService(self.settings, self.authenticator)
-            self.daemon = _EventServiceDaemon(host, port or 0, self.authenticator, self.settings.idle_timeout)
+            self.daemon = GuardedDaemon(host, port or 0, authenticator=self.authenticator, idle_timeout=self.settings.idle_timeout)
             self.uri = self.daemon.register(self.service, EVENTSERVER_NAME)
             if useNameServer:
                 with naming.locate_ns(nsHost, nsPort, self.authenticator) as ns:

@@ -1,10 +1,10 @@
 """Who wants which subject: the subscription index, free of any transport.
 
-Subjects are compared by their full Unicode case fold (``str.casefold``), so
-``"straße.NEWS"`` and ``"STRASSE.news"`` are one subject. Patterns are
-compiled with ``regex`` (IGNORECASE | FULLCASE) and applied with ``.match`` to
-the folded subject, so a pattern is anchored at the subject's start, as in
-Pyro3.
+Exact subjects are compared by their full Unicode case fold
+(``str.casefold``), so ``"straße.NEWS"`` and ``"STRASSE.news"`` are one
+subject. Patterns are compiled with ``regex`` (IGNORECASE | FULLCASE) and
+applied with ``.match`` to the subject as published, so a pattern is anchored
+at the subject's start, as in Pyro3, and ``^stra.e`` matches ``straße``.
 
 Keys are opaque strings naming subscribers. The index keeps forward maps
 (subject -> keys, pattern -> keys) and the reverse map (key -> its subjects and
@@ -35,7 +35,7 @@ _SAFE_ESCAPED = frozenset("!\"#%&',-./:;<=>@_`~ ") | _METACHARACTERS
 
 
 def literal_prefix(pattern: str) -> str:
-    """A folded string every subject matched by ``pattern`` must start with ('' when unsure).
+    """A folded string the fold of every subject ``pattern`` matches starts with ('' when unsure).
 
     Conservative by design: it reads plain ASCII literals after an optional
     ``^`` and stops at the first construct it does not fully understand (or at
@@ -156,10 +156,12 @@ class SubscriptionIndex:
             own = self._by_key.get(key) or _Subscriptions()
             self._check_capacity(key, own, len(folded - own.subjects))
             self._by_key[key] = own
-            for subject in folded - own.subjects:
+            added = folded - own.subjects
+            for subject in added:
                 own.subjects.add(subject)
                 self._exact.setdefault(subject, set()).add(key)
-                self._cache.pop(subject, None)
+            if added:
+                self._cache.clear()  # keyed by subjects as published: any spelling may be cached
 
     def add_patterns(self, key: str, patterns: c.Iterable[str]) -> None:
         """Subscribe ``key`` to regex patterns; all or nothing.
@@ -233,20 +235,20 @@ class SubscriptionIndex:
 
     def match(self, subject: str) -> frozenset[str]:
         """Keys subscribed to ``subject``, exactly or by a pattern; each key once."""
-        folded = fold(subject)
         timed_out: list[tuple[str, frozenset[str]]] = []
         with self._lock:
-            result = self._cache.get(folded)
+            result = self._cache.get(subject)
             if result is not None:
                 self.cache_hits += 1
                 return result
             self.cache_misses += 1
+            folded = fold(subject)
             keys = set(self._exact.get(folded, _EMPTY))
             for entry in self._candidates(folded):
                 if entry.keys <= keys:
                     continue  # nothing to learn from this pattern
                 try:
-                    if entry.compiled.match(folded, timeout=self._pattern_timeout) is not None:
+                    if entry.compiled.match(subject, timeout=self._pattern_timeout) is not None:
                         keys.update(entry.keys)
                 except TimeoutError:
                     timed_out.append((entry.text, frozenset(entry.keys)))
@@ -257,7 +259,7 @@ class SubscriptionIndex:
             if self._cache_size and not timed_out:
                 if len(self._cache) >= self._cache_size:
                     self._cache.clear()
-                self._cache[folded] = result
+                self._cache[subject] = result
         if self._on_pattern_timeout is not None:
             for text, owners in timed_out:
                 self._on_pattern_timeout(text, owners)
@@ -265,11 +267,10 @@ class SubscriptionIndex:
 
     def brute_force_match(self, subject: str) -> frozenset[str]:
         """``match`` without cache or prefilter: the reference the fast path is tested against."""
-        folded = fold(subject)
         with self._lock:
-            keys = set(self._exact.get(folded, _EMPTY))
+            keys = set(self._exact.get(fold(subject), _EMPTY))
             for entry in self._patterns.values():
-                if entry.compiled.match(folded) is not None:
+                if entry.compiled.match(subject) is not None:
                     keys.update(entry.keys)
             return frozenset(keys)
 
@@ -362,7 +363,7 @@ class SubscriptionIndex:
             owners.discard(key)
             if not owners:
                 del self._exact[subject]
-        self._cache.pop(subject, None)
+        self._cache.clear()
 
     def _drop_pattern_key(self, text: str, key: str) -> None:
         entry = self._patterns.get(text)
