@@ -113,7 +113,10 @@ class Publisher(_Client):
         the next ``publish`` or ``flush``.
         """
         if self._pipeline is not None:
-            self._pipeline.put(as_texts(subjects, "subjects"), msg)
+            subjects = as_texts(subjects, "subjects")
+            if _fast_serializer(msg) is None:
+                self._check_serializable(msg)  # here, not in the batch it would spoil for its neighbours
+            self._pipeline.put(subjects, msg)
             return None
         try:
             return self._call_es("publish", subjects, msg, serializer=_fast_serializer(msg))
@@ -124,16 +127,22 @@ class Publisher(_Client):
             self._explain_failure(msg, error)
             raise
 
+    @staticmethod
+    def _check_serializable(msg: t.Any) -> int:
+        """The message's serialized size; TypeError if the configured serializer cannot carry it."""
+        try:
+            return len(serializers.serializers[pyro_config.SERIALIZER].dumps(msg))
+        except Exception as failure:
+            raise TypeError(f"the message cannot be sent with the {pyro_config.SERIALIZER} serializer: {failure}") from None
+
     def _explain_failure(self, msg: t.Any, error: Exception) -> None:
         """Turn what Pyro5 reports about an unsendable or oversized message into a clear error."""
-        serializer_name = pyro_config.SERIALIZER
-        serializer = serializers.serializers[serializer_name]
         if hasattr(error, "_pyroTraceback"):
             return  # raised by the ES, with its own message
         try:
-            size = len(serializer.dumps(msg))
-        except Exception as failure:
-            raise TypeError(f"the message cannot be sent with the {serializer_name} serializer: {failure}") from error
+            size = self._check_serializable(msg)
+        except TypeError as failure:
+            raise failure from error
         if isinstance(error, errors.CommunicationError):
             limit = self._call_es("limits")["max_message_size"]
             if size > limit:

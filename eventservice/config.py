@@ -27,7 +27,7 @@ class Settings:
     #: full queue: True blocks the publisher until there is room, False drops the new event
     blockqueue: bool = True
     #: most delivery threads; one serves all while deliveries are quick, more only while slow subscribers hold them
-    delivery_workers: int = 16
+    delivery_workers: int = 64
     #: most events sent to one subscriber in one call
     batch_size: int = 200
     #: seconds a subscriber may take to accept a delivery before it counts as dead
@@ -36,7 +36,7 @@ class Settings:
     max_connections: int = 1000
     #: subjects -> subscribers results kept in the match cache
     match_cache_size: int = 4096
-    #: seconds one pattern may spend matching one subject before it is removed
+    #: seconds all patterns together may spend on one subject; a pattern that runs out of time is removed
     pattern_timeout: float = 0.1
     #: longest subject accepted, in characters
     max_subject_length: int = 1000
@@ -44,6 +44,8 @@ class Settings:
     max_pattern_length: int = 1000
     #: most subjects plus patterns one subscriber may hold
     max_subscriptions: int = 10000
+    #: most subjects in one publish call
+    max_subjects_per_publish: int = 1000
     #: largest publish request accepted, in bytes (Pyro5's own limit is 1 GiB)
     max_message_size: int = 10 * 1024 * 1024
     #: seconds a client connection may stay silent (also mid-request) before the ES closes it

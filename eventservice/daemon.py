@@ -4,12 +4,20 @@ On top of Pyro5's daemon: the passphrase check (``auth.AuthDaemonMixin``), a
 silence limit per client connection, and a ``close()`` that really closes:
 Pyro5's thread-pool server keeps serving established connections after its
 daemon is closed.
+
+Importing this module also makes Pyro5's MAX_MESSAGE_SIZE bound what a
+compressed message inflates to: Pyro5 checks only the compressed size, so a
+kilobyte could otherwise become gigabytes in the receiver (a zip bomb), before
+any passphrase is checked.
 """
 from __future__ import annotations
 
 import threading
 import typing as t
+import zlib
 
+from Pyro5 import config as pyro_config
+from Pyro5 import errors, protocol
 from Pyro5.server import Daemon
 
 from .auth import AuthDaemonMixin, Authenticator
@@ -36,9 +44,11 @@ class ConnectionGuardMixin:
     def _handshake(self, conn: t.Any, denied_reason: str | None = None) -> bool:
         if self.idle_timeout:
             conn.sock.settimeout(self.idle_timeout)
-        with self._connections_lock:
-            self._connections.add(conn)
-        return super()._handshake(conn, denied_reason)  # type: ignore[misc]
+        accepted = super()._handshake(conn, denied_reason)  # type: ignore[misc]
+        if accepted:
+            with self._connections_lock:
+                self._connections.add(conn)
+        return accepted
 
     def clientDisconnect(self, conn: t.Any) -> None:
         with self._connections_lock:
@@ -60,3 +70,28 @@ class GuardedDaemon(ConnectionGuardMixin, AuthDaemonMixin, Daemon):
                  idle_timeout: float | None = None) -> None:
         self.authenticator = authenticator
         super().__init__(host, port, idle_timeout=idle_timeout)
+
+
+def _bound_inflation() -> None:
+    original = protocol.ReceivingMessage.add_payload
+    if getattr(original, "_eventservice_bounded", False):
+        return
+
+    def add_payload(self: protocol.ReceivingMessage, payload: t.Any) -> None:
+        compressed = self.flags & protocol.FLAGS_COMPRESSED
+        self.flags &= ~protocol.FLAGS_COMPRESSED
+        original(self, payload)
+        if compressed:
+            limit = pyro_config.MAX_MESSAGE_SIZE
+            inflater = zlib.decompressobj()
+            data = inflater.decompress(self.data, limit + 1)
+            if len(data) > limit or inflater.unconsumed_tail:
+                raise errors.ProtocolError(f"compressed message inflates beyond MAX_MESSAGE_SIZE ({limit})")
+            self.data = data
+            self.data_size = len(data)
+
+    add_payload._eventservice_bounded = True  # type: ignore[attr-defined]
+    protocol.ReceivingMessage.add_payload = add_payload  # type: ignore[method-assign]
+
+
+_bound_inflation()

@@ -43,8 +43,8 @@ WATCH_SECONDS = 0.005
 STALL_SECONDS = 0.005
 #: an extra worker idle this long retires
 IDLE_SECONDS = 5.0
-#: threads that connect to subscribers, in parallel, apart from the delivery workers
-CONNECTORS = 8
+#: most threads that connect to subscribers, in parallel, apart from the delivery workers
+CONNECTORS = 64
 
 #: an accepted event as queued and sent to batch-aware subscribers: (subject, msg, time)
 WireEvent = tuple[str, t.Any, float]
@@ -294,6 +294,16 @@ class Dispatcher:
         if mailbox.batch_aware:
             try:
                 proxy.events(batch)
+            except (ValueError, TypeError) as error:
+                if hasattr(error, "_pyroTraceback") or proxy._pyroSerializer != "marshal":
+                    raise
+                # marshal carries only plain values below the top level; a message holding a Pyro object
+                # (a URI, an exception, an Event) needs the configured serializer: use it for this batch
+                proxy._pyroSerializer = None
+                try:
+                    proxy.events(batch)
+                finally:
+                    proxy._pyroSerializer = "marshal"
             except errors.ProtocolError as error:  # refused before sending: over Pyro5's MAX_MESSAGE_SIZE
                 if "too large" not in str(error) or len(batch) == 1:
                     raise

@@ -14,13 +14,14 @@ import threading
 import time
 import typing as t
 
-from Pyro5 import core
+from Pyro5 import core, errors
 from Pyro5.client import Proxy
-from Pyro5.server import expose
+from Pyro5.server import _OnewayCallThread, expose
 
 from . import auth
 from .config import Settings
 from .delivery import Dispatcher
+from .patterncheck import PatternChecker
 from .subjects import as_texts
 from .subscriptions import SubscriptionIndex
 
@@ -53,6 +54,7 @@ class EventService:
             on_pattern_timeout=self._pattern_timed_out,
         )
         self._dispatcher = Dispatcher(self.settings, self._make_subscriber_proxy, self._subscriber_dead)
+        self._pattern_checker = PatternChecker()
         self._accept_lock = threading.Lock()
         self._membership_lock = threading.Lock()
         self._last_time = 0.0
@@ -67,8 +69,8 @@ class EventService:
         All events of one call carry the same time. Blocks while a receiving
         subscriber's queue is full and the policy is to block.
         """
-        subjects = as_texts(subjects, "subjects", self.settings.max_subject_length)
-        return self._accept([(subjects, message)])
+        _refuse_oneway("publish")
+        return self._accept([(self._subjects(subjects), message)])
 
     @expose
     def publishBatch(self, items: list[tuple[t.Any, t.Any]]) -> list[list[t.Any]]:
@@ -78,6 +80,7 @@ class EventService:
         ``[index, error type, message]`` per refused item (empty when all
         went through). Used by the pipelined Publisher.
         """
+        _refuse_oneway("publishBatch")
         if not isinstance(items, (list, tuple)):
             raise TypeError(f"items must be a list of (subjects, message) pairs, not {type(items).__name__}")
         accepted, refused = [], []
@@ -85,7 +88,7 @@ class EventService:
             try:
                 if not isinstance(item, (list, tuple)) or len(item) != 2:
                     raise TypeError(f"item must be a (subjects, message) pair, not {type(item).__name__}")
-                subjects = as_texts(item[0], "subjects", self.settings.max_subject_length)
+                subjects = self._subjects(item[0])
             except (TypeError, ValueError) as error:
                 refused.append([index, type(error).__name__, str(error)])
                 continue
@@ -96,7 +99,7 @@ class EventService:
     @expose
     def subscribe(self, subjects: str | list[str] | tuple[str, ...], subscriber: t.Any) -> None:
         """Subscribe to exact subjects (case-insensitive)."""
-        subjects = as_texts(subjects, "subjects", self.settings.max_subject_length)
+        subjects = as_texts(subjects, "subjects", self.settings.max_subject_length, "max_subject_length")
         key = self._join(subscriber)
         with self._membership_lock:
             self._index.add_subjects(key, subjects)
@@ -105,8 +108,9 @@ class EventService:
     @expose
     def subscribeMatch(self, subjectPatterns: str | list[str] | tuple[str, ...], subscriber: t.Any) -> None:
         """Subscribe to regex patterns, matched case-insensitively from the subject's start."""
-        patterns = as_texts(subjectPatterns, "subjectPatterns", self.settings.max_pattern_length)
+        patterns = as_texts(subjectPatterns, "subjectPatterns", self.settings.max_pattern_length, "max_pattern_length")
         key = self._join(subscriber)
+        self._pattern_checker.check(patterns)  # before the ES compiles them: some crash or swamp the compiler
         with self._membership_lock:
             self._index.add_patterns(key, patterns)
             self._open_mailbox(key, subscriber)
@@ -114,7 +118,8 @@ class EventService:
     @expose
     def unsubscribe(self, subjects: str | list[str] | tuple[str, ...], subscriber: t.Any) -> None:
         """Remove exact subjects and patterns of these texts; other subscriptions stay."""
-        subjects = as_texts(subjects, "subjects", max(self.settings.max_subject_length, self.settings.max_pattern_length))
+        subjects = as_texts(subjects, "subjects", max(self.settings.max_subject_length, self.settings.max_pattern_length),
+                            "max_subject_length/max_pattern_length")
         key = self._join(subscriber)
         with self._membership_lock:
             if self._index.remove(key, subjects):
@@ -154,19 +159,31 @@ class EventService:
 
     # -- internals -------------------------------------------------------
 
+    def _subjects(self, subjects: t.Any) -> list[str]:
+        texts = as_texts(subjects, "subjects", self.settings.max_subject_length, "max_subject_length")
+        if len(texts) > self.settings.max_subjects_per_publish:
+            raise ValueError(f"{len(texts)} subjects in one publish; the limit is "
+                             f"{self.settings.max_subjects_per_publish} (setting max_subjects_per_publish)")
+        return texts
+
     def _accept(self, items: list[tuple[list[str], t.Any]]) -> int:
-        """Stamp, match and queue publishes in order; then wait for room in full queues."""
+        """Match, then stamp and queue publishes in order; then wait for room in full queues.
+
+        Matching (which may run patterns) happens before the accept lock, so a
+        costly publish does not hold up the others; stamping and queueing,
+        which fix the order every subscriber sees, happen under it.
+        """
+        match = self._index.match
+        matched = [(message, [(subject, match(subject)) for subject in subjects]) for subjects, message in items]
         full = []
         queued = 0
         post = self._dispatcher.post
         is_over_full = self._dispatcher.is_over_full
-        match = self._index.match
         with self._accept_lock:
-            for subjects, message in items:
+            for message, subject_keys in matched:
                 stamp = max(time.time(), self._last_time)  # never backwards within one subscriber's stream
                 self._last_time = stamp
-                for subject in subjects:
-                    keys = match(subject)
+                for subject, keys in subject_keys:
                     if not keys:
                         continue
                     event = (subject, message, stamp)
@@ -218,3 +235,16 @@ class EventService:
     def close(self) -> None:
         """Stop delivering and forget every subscription."""
         self._dispatcher.stop()
+        self._pattern_checker.close()
+
+
+def _refuse_oneway(method: str) -> None:
+    """A client may mark any method oneway; Pyro5 then runs each call in a thread of its own.
+
+    Publishing may block (full queues), so oneway publishes would pile up
+    threads without bound: they are refused (the pipelined Publisher is the
+    fast path that keeps order and reports errors).
+    """
+    if isinstance(threading.current_thread(), _OnewayCallThread):
+        log.warning("refused a oneway %s call: publish synchronously or use the pipelined Publisher", method)
+        raise errors.PyroError(f"{method} cannot be called oneway")

@@ -15,11 +15,12 @@ def fold(subject: str) -> str:
     return subject.casefold()
 
 
-def as_texts(value: t.Any, what: str, limit: int | None = None) -> list[str]:
+def as_texts(value: t.Any, what: str, limit: int | None = None, setting: str = "") -> list[str]:
     """``value`` as a list of subjects: one str or a list/tuple of str.
 
     Raises TypeError or ValueError naming ``what`` and the problem: a wrong
-    type, an empty list, an empty string, or a text longer than ``limit``.
+    type, an empty list, an empty string, or a text longer than ``limit``
+    (the message names ``setting``, the option that sets the limit).
     """
     texts = [value] if isinstance(value, str) else value
     if not isinstance(texts, (list, tuple)):
@@ -32,5 +33,6 @@ def as_texts(value: t.Any, what: str, limit: int | None = None) -> list[str]:
         if not text:
             raise ValueError(f"{what} must not contain an empty string")
         if limit is not None and len(text) > limit:
-            raise ValueError(f"one of {what} is {len(text)} characters long; the limit is {limit} ({text[:40]!r}...)")
+            named = f" (setting {setting})" if setting else ""
+            raise ValueError(f"one of {what} is {len(text)} characters long; the limit is {limit}{named}: {text[:40]!r}...")
     return list(texts)

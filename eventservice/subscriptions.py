@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections.abc as c
 import threading
+import time
 import typing as t
 
 import regex
@@ -27,6 +28,9 @@ __all__ = ["SubscriptionIndex", "fold", "literal_prefix", "PATTERN_FLAGS"]
 
 #: flags every pattern is compiled with
 PATTERN_FLAGS = regex.IGNORECASE | regex.FULLCASE
+
+#: seconds any pattern gets on a subject, even when the subject's budget is spent
+MIN_PATTERN_TIMEOUT = 0.001
 
 _EMPTY: frozenset[str] = frozenset()
 _METACHARACTERS = frozenset(".^$*+?{}[]()|\\")
@@ -116,7 +120,8 @@ class SubscriptionIndex:
     """Thread-safe map from subjects to the keys of their subscribers.
 
     :param max_subscriptions: most subjects plus patterns one key may hold
-    :param pattern_timeout: seconds one pattern may spend on one subject
+    :param pattern_timeout: seconds all patterns together may spend on one subject; a pattern
+        that runs out of time is removed
     :param cache_size: subject results kept; 0 turns the cache off
     :param on_pattern_timeout: called as ``f(pattern, keys)`` after a pattern that
         ran out of time was removed (outside the index lock)
@@ -244,11 +249,15 @@ class SubscriptionIndex:
             self.cache_misses += 1
             folded = fold(subject)
             keys = set(self._exact.get(folded, _EMPTY))
+            # one budget for the whole subject: a pattern gets what is left of it (at least a
+            # millisecond, far more than a sane pattern needs), so many slow patterns cannot add up
+            deadline = time.monotonic() + self._pattern_timeout
             for entry in self._candidates(folded):
                 if entry.keys <= keys:
                     continue  # nothing to learn from this pattern
+                budget = max(deadline - time.monotonic(), MIN_PATTERN_TIMEOUT)
                 try:
-                    if entry.compiled.match(subject, timeout=self._pattern_timeout) is not None:
+                    if entry.compiled.match(subject, timeout=budget) is not None:
                         keys.update(entry.keys)
                 except TimeoutError:
                     timed_out.append((entry.text, frozenset(entry.keys)))

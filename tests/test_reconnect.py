@@ -22,6 +22,7 @@ def test_subscriber_resubscribes_and_publisher_reconnects_after_es_restart(start
     first.stop()
     second = start_es()  # a new process-wide ES, registered in the same name server, on another port
     assert second.uri != first.uri
-    wait_until(lambda: second.service.stats()["subscribers"] == 1, message="the subscriber to come back")
+    wait_until(lambda: (second.service.stats()["subjects"], second.service.stats()["patterns"]) == (1, 1),
+               message="the subscriber's subject and pattern to come back")
     assert publisher.publish(["NEWS", "ALERT.FIRE"], 2) == 2  # reconnects through the name server
     assert [event.subject for event in subscriber.take(2)] == ["NEWS", "ALERT.FIRE"]
