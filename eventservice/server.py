@@ -245,15 +245,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--queuesize", type=int, help="events queued per subscriber (default 1000)")
     parser.add_argument("--full-queue", choices=("block", "drop"),
                         help="when a subscriber's queue is full: block the publisher (default) or drop the event")
-    parser.add_argument("--workers", type=int, dest="delivery_workers", help="most delivery threads (default 16)")
+    parser.add_argument("--workers", type=int, dest="delivery_workers", help="most delivery threads (default 64)")
     parser.add_argument("--delivery-timeout", type=float, help="seconds before an unresponsive subscriber is dropped (default 30)")
     parser.add_argument("--max-connections", type=int, help="concurrent client connections (default 1000)")
     parser.add_argument("--idle-timeout", type=float, help="seconds before a silent client connection is closed (default 60)")
     parser.add_argument("--max-message-size", type=int, help="largest publish request in bytes (default 10 MiB)")
-    parser.add_argument("--pattern-timeout", type=float, help="seconds a pattern may take on one subject (default 0.1)")
+    parser.add_argument("--pattern-timeout", type=float, help="seconds all patterns may take on one subject (default 0.1)")
     parser.add_argument("--max-subject-length", type=int, help="longest subject in characters (default 1000)")
     parser.add_argument("--max-pattern-length", type=int, help="longest pattern in characters (default 1000)")
     parser.add_argument("--max-subscriptions", type=int, help="most subjects plus patterns per subscriber (default 10000)")
+    parser.add_argument("--max-subjects-per-publish", type=int, help="most subjects in one publish (default 1000)")
     parser.add_argument("--ssl-cert", help="TLS: this server's certificate (turns TLS on for every connection)")
     parser.add_argument("--ssl-key", help="TLS: the certificate's private key")
     parser.add_argument("--ssl-ca", help="TLS: CA certificate that signs clients' and subscribers' certificates")
@@ -289,6 +290,7 @@ def main(args: list[str] | None = None) -> int:
             max_subject_length=options.max_subject_length,
             max_pattern_length=options.max_pattern_length,
             max_subscriptions=options.max_subscriptions,
+            max_subjects_per_publish=options.max_subjects_per_publish,
         )
         starter = EventServiceStarter(identification, settings)
         uri = starter.initialize(options.hostname, options.port, options.use_ns, options.embedded_ns,
