@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import random
 import threading
 import time
 import typing as t
@@ -324,7 +325,7 @@ class Subscriber(_Client):
     meanwhile are not replayed.
     """
 
-    #: seconds between subscription checks while listening; 0 turns them off
+    #: mean seconds between subscription checks while listening (jittered by +-50%); 0 turns them off
     heartbeat: float = 10.0
 
     def __init__(self, ident: str | None = None, esURI: str | core.URI | None = None,
@@ -466,7 +467,8 @@ class Subscriber(_Client):
         return self._dispatching == threading.get_ident()
 
     def _keep_subscribed(self) -> None:
-        while not self._not_listening.wait(self.heartbeat):
+        # jittered, so that many subscribers started together do not check in together
+        while not self._not_listening.wait(self.heartbeat * random.uniform(0.5, 1.5)):
             subjects, patterns = list(self._subjects), list(self._patterns)
             if not (subjects or patterns):
                 continue

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import collections
 import collections.abc as c
-import concurrent.futures
+import errno
 import logging
 import queue
 import threading
@@ -90,7 +90,11 @@ class Dispatcher:
         self._pool_lock = threading.Lock()
         self._workers: list[threading.Thread] = []
         self._busy_since: dict[int, float] = {}  # worker thread id -> when its current delivery began
-        self._connectors = concurrent.futures.ThreadPoolExecutor(CONNECTORS, thread_name_prefix="es-connect")
+        self._deliveries_started = threading.Event()
+        self._to_connect: collections.deque[Mailbox] = collections.deque()
+        self._connect_wanted = threading.Condition(threading.Lock())
+        self._connectors: list[threading.Thread] = []
+        self._idle_connectors = 0
         self._stopped = False
         self.dropped = 0
 
@@ -202,6 +206,10 @@ class Dispatcher:
 
     def _watch(self) -> None:
         while not self._stopped:
+            if not self._busy_since:
+                self._deliveries_started.wait(IDLE_SECONDS)  # nothing to watch: sleep until a delivery starts
+                self._deliveries_started.clear()
+                continue
             time.sleep(WATCH_SECONDS)
             if not self._ready.empty() and self._all_workers_stuck():
                 self._add_worker_if_stuck()
@@ -221,9 +229,11 @@ class Dispatcher:
             if mailbox is None:
                 return
             if mailbox.proxy is None:
-                self._connectors.submit(self._connect, mailbox)  # comes back to the ready queue when connected
+                self._start_connecting(mailbox)  # comes back to the ready queue when connected
                 continue
             self._busy_since[me] = time.monotonic()
+            if not self._deliveries_started.is_set():
+                self._deliveries_started.set()
             try:
                 with mailbox.condition:
                     events = mailbox.events
@@ -243,6 +253,34 @@ class Dispatcher:
                         if mailbox.closed:
                             self._release_proxy(mailbox)
                 del self._busy_since[me]
+
+    def _start_connecting(self, mailbox: Mailbox) -> None:
+        with self._connect_wanted:
+            self._to_connect.append(mailbox)
+            if (len(self._to_connect) > self._idle_connectors and len(self._connectors) < CONNECTORS
+                    and not self._stopped):
+                connector = threading.Thread(target=self._connect_loop, name=f"es-connect-{len(self._connectors) + 1}",
+                                             daemon=True)
+                self._connectors.append(connector)
+                connector.start()
+            else:
+                self._connect_wanted.notify()
+
+    def _connect_loop(self) -> None:
+        while True:
+            with self._connect_wanted:
+                self._idle_connectors += 1
+                while not self._to_connect and not self._stopped:
+                    if not self._connect_wanted.wait(IDLE_SECONDS) and not self._to_connect:
+                        self._idle_connectors -= 1
+                        self._connectors.remove(threading.current_thread())
+                        return
+                self._idle_connectors -= 1
+                if self._stopped:
+                    self._connectors.remove(threading.current_thread())
+                    return
+                mailbox = self._to_connect.popleft()
+            self._connect(mailbox)
 
     def _connect(self, mailbox: Mailbox) -> None:
         """Connect to a subscriber (in a connector thread, so slow or not-yet-listening ones hold no worker)."""
@@ -332,6 +370,11 @@ class Dispatcher:
     def _fail(self, mailbox: Mailbox, error: Exception) -> None:
         mailbox.failures += 1
         self._release_proxy(mailbox)
+        if _out_of_file_descriptors(error):
+            # our shortage, not the subscriber's death: keep it and its events; the next publish tries again
+            log.error("cannot reach subscriber %s: this process is out of file descriptors (%s); "
+                      "raise the limit (ulimit -n)", mailbox.key, error)
+            return
         if not mailbox.closed:
             self._on_dead(mailbox.key, error)
 
@@ -373,4 +416,16 @@ class Dispatcher:
         for worker in workers:
             if worker is not threading.current_thread():
                 worker.join(timeout)
-        self._connectors.shutdown(wait=False, cancel_futures=True)
+        with self._connect_wanted:
+            self._connect_wanted.notify_all()
+        self._deliveries_started.set()
+
+
+def _out_of_file_descriptors(error: BaseException | None) -> bool:
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in (errno.EMFILE, errno.ENFILE):
+            return True
+        if "Too many open files" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False

@@ -50,7 +50,8 @@ class EventServiceStarter:
     returns, for programs that call ``handleRequests`` themselves or serve from
     a thread. Starting sets two of Pyro5's process-wide settings, which Pyro5
     offers no other way: THREADPOOL_SIZE is raised to ``max_connections``, and
-    MAX_MESSAGE_SIZE is lowered to about ``max_message_size``.
+    MAX_MESSAGE_SIZE is lowered to about ``max_message_size``; and it raises the
+    process's soft limit of open files to the hard limit.
     """
 
     def __init__(self, identification: str | None = None, settings: Settings | None = None) -> None:
@@ -113,6 +114,7 @@ class EventServiceStarter:
         """
         host = hostname or pyro_config.HOST
         pyro_config.THREADPOOL_SIZE = max(pyro_config.THREADPOOL_SIZE, self.settings.max_connections)
+        _raise_file_limit()  # a socket per client and per subscriber: the usual 1024 is too few
         # room for the request's subjects and framing on top of the message itself
         pyro_config.MAX_MESSAGE_SIZE = min(pyro_config.MAX_MESSAGE_SIZE, self.settings.max_message_size + 64 * 1024)
         if embeddedNameServer:
@@ -224,6 +226,19 @@ class EventServiceStarter:
             if self._ns_thread is not None:
                 self._ns_thread.join(5)
         self._stopped.set()
+
+
+def _raise_file_limit() -> None:
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else max(soft, 65536), hard))
+        except (ValueError, OSError) as error:
+            log.info("could not raise the open file limit from %s: %s", soft, error)
 
 
 def _parser() -> argparse.ArgumentParser:
