@@ -58,15 +58,10 @@ class _Client:
             self._es._pyroSerializer = serializer
             try:
                 return getattr(self._es, method)(*args)
-            except errors.ConnectionClosedError as error:
-                log.info("connection to the Event Service lost (%s); reconnecting", error)
-                self._reconnect()
-                self._es._pyroSerializer = serializer
-                return getattr(self._es, method)(*args)
-            except errors.CommunicationError as error:
+            except errors.CommunicationError as error:  # lost or refused connection: the ES may have restarted
                 if isinstance(error, (errors.TimeoutError, auth.PassphraseError)):
                     raise
-                log.info("Event Service unreachable (%s); looking it up again", error)
+                log.info("Event Service connection failed (%s); looking it up again", error)
                 self._reconnect()
                 self._es._pyroSerializer = serializer
                 return getattr(self._es, method)(*args)
@@ -415,11 +410,8 @@ class Subscriber(_Client):
         """Make ``listen()`` return promptly; may be called from inside ``event()``."""
         self._abort.set()
         daemon = self._daemon
-        if daemon is not None and daemon.transportServer is not None:
-            try:
-                daemon.transportServer.wakeup()
-            except OSError:
-                pass
+        if daemon is not None:
+            daemon.wakeup()
 
     def close(self) -> None:
         """Leave the ES (drop every subscription) and shut the subscriber's daemon down."""

@@ -12,6 +12,7 @@ any passphrase is checked.
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 import typing as t
 import zlib
@@ -70,6 +71,13 @@ class GuardedDaemon(ConnectionGuardMixin, AuthDaemonMixin, Daemon):
                  idle_timeout: float | None = None) -> None:
         self.authenticator = authenticator
         super().__init__(host, port, idle_timeout=idle_timeout)
+
+    def wakeup(self) -> None:
+        """Make a running requestLoop check its loop condition now, not at its next poll timeout."""
+        server = self.transportServer
+        if server is not None:
+            with contextlib.suppress(OSError):
+                server.wakeup()
 
 
 def _bound_inflation() -> None:

@@ -54,7 +54,7 @@ class Mailbox:
     """One subscriber's queue and delivery state."""
 
     __slots__ = ("key", "uri", "batch_aware", "events", "condition", "scheduled", "closed",
-                 "proxy", "delivered", "dropped", "failures")
+                 "proxy", "delivered", "dropped")
 
     def __init__(self, key: str, uri: t.Any) -> None:
         self.key = key
@@ -65,7 +65,7 @@ class Mailbox:
         self.scheduled = False  # queued for, or held by, a worker
         self.closed = False
         self.proxy: t.Any = None
-        self.delivered = self.dropped = self.failures = 0
+        self.delivered = self.dropped = 0
 
 
 class Dispatcher:
@@ -121,12 +121,6 @@ class Dispatcher:
             if not mailbox.scheduled:
                 self._release_proxy(mailbox)
         return True
-
-    def __len__(self) -> int:
-        return len(self._mailboxes)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._mailboxes
 
     # -- publishing ------------------------------------------------------
 
@@ -368,7 +362,6 @@ class Dispatcher:
                 remaining = remaining[done + 1:]
 
     def _fail(self, mailbox: Mailbox, error: Exception) -> None:
-        mailbox.failures += 1
         self._release_proxy(mailbox)
         if _out_of_file_descriptors(error):
             # our shortage, not the subscriber's death: keep it and its events; the next publish tries again
@@ -388,21 +381,17 @@ class Dispatcher:
     # -- lifecycle -------------------------------------------------------
 
     def stats(self) -> dict[str, int]:
-        """Counts for monitoring: mailboxes, queued events, workers, drops."""
+        """Counts for monitoring: mailboxes, queued events, events delivered to current subscribers, workers, drops."""
         with self._pool_lock:
             mailboxes = list(self._mailboxes.values())
             workers = len(self._workers)
         return {
             "mailboxes": len(mailboxes),
             "queued": sum(len(mailbox.events) for mailbox in mailboxes),
+            "delivered": sum(mailbox.delivered for mailbox in mailboxes),
             "workers": workers,
             "dropped": self.dropped,
         }
-
-    def queue_lengths(self) -> dict[str, int]:
-        """Events waiting per subscriber key."""
-        with self._pool_lock:
-            return {key: len(mailbox.events) for key, mailbox in self._mailboxes.items()}
 
     def stop(self, timeout: float = 5.0) -> None:
         """Discard every mailbox and stop the workers."""

@@ -77,17 +77,9 @@ class EventServiceStarter:
     def __exit__(self, *exc_info: t.Any) -> None:
         self.shutdown()
 
-    def start(
-        self,
-        hostname: str = "",
-        port: int | None = None,
-        useNameServer: bool = True,
-        embeddedNameServer: bool = False,
-        nsHost: str | None = None,
-        nsPort: int | None = None,
-    ) -> None:
-        """Set up (see ``initialize``) and serve until ``shutdown()``."""
-        self.initialize(hostname, port, useNameServer, embeddedNameServer, nsHost, nsPort)
+    def start(self, *args: t.Any, **kwargs: t.Any) -> None:
+        """Set up (same arguments as ``initialize``) and serve until ``shutdown()``."""
+        self.initialize(*args, **kwargs)
         try:
             self.handleRequests()
         finally:
@@ -183,12 +175,8 @@ class EventServiceStarter:
     # -- internals -------------------------------------------------------
 
     def _wake(self) -> None:
-        daemon = self.daemon
-        if daemon is not None and daemon.transportServer is not None:
-            try:
-                daemon.transportServer.wakeup()
-            except OSError:
-                pass
+        if self.daemon is not None:
+            self.daemon.wakeup()
 
     def _start_name_server(self, host: str, port: int) -> None:
         self._ns_daemon = _AuthNameServerDaemon(host, port, self.authenticator, self.settings.idle_timeout)
