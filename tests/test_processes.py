@@ -75,22 +75,13 @@ def stop(process, timeout: float = 5.0) -> float:
     return time.monotonic() - started
 
 
-def test_publisher_without_name_server_raises_naming_error_quickly(pyro_settings):
-    """Publisher() with no name server fails fast with a NamingError that says what to start."""
+@pytest.mark.parametrize("client", [eventservice.Publisher, eventservice.Subscriber])
+def test_client_without_name_server_raises_naming_error_quickly(pyro_settings, client):
+    """Publisher() or Subscriber() with no name server fails fast with a NamingError that says what to start."""
     pyro_settings.NS_PORT = free_port()
     started = time.monotonic()
     with pytest.raises(errors.NamingError) as failure:
-        eventservice.Publisher()
-    assert time.monotonic() - started < 5
-    assert "es --ns" in str(failure.value) or "Pyro5.nameserver" in str(failure.value)
-
-
-def test_subscriber_without_name_server_raises_naming_error_quickly(pyro_settings):
-    """Subscriber() with no name server fails fast with a NamingError that says what to start."""
-    pyro_settings.NS_PORT = free_port()
-    started = time.monotonic()
-    with pytest.raises(errors.NamingError) as failure:
-        eventservice.Subscriber()
+        client()
     assert time.monotonic() - started < 5
     assert "es --ns" in str(failure.value) or "Pyro5.nameserver" in str(failure.value)
 
