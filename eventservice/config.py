@@ -16,6 +16,7 @@ import typing as t
 __all__ = ["Settings", "from_environment"]
 
 ENV_PREFIX = "EVENTSERVICE_"
+_MAY_BE_ZERO = frozenset({"linger"})
 
 
 @dataclasses.dataclass
@@ -26,10 +27,12 @@ class Settings:
     queuesize: int = 1000
     #: full queue: True blocks the publisher until there is room, False drops the new event
     blockqueue: bool = True
-    #: most delivery threads; one serves all while deliveries are quick, more only while slow subscribers hold them
-    delivery_workers: int = 64
+    #: most threads connecting to new subscribers at once (connecting blocks; delivering does not)
+    connectors: int = 64
     #: most events sent to one subscriber in one call
     batch_size: int = 200
+    #: under load, seconds between delivery rounds, so calls carry more events (0: deliver as soon as possible)
+    linger: float = 0.005
     #: seconds a subscriber may take to accept a delivery before it counts as dead
     delivery_timeout: float = 30.0
     #: concurrent client connections the ES serves (Pyro5's THREADPOOL_SIZE is raised to it)
@@ -56,7 +59,10 @@ class Settings:
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if field.type in ("int", "float") and not value > 0:  # also refuses NaN
+            if field.name in _MAY_BE_ZERO:
+                if not value >= 0:  # also refuses NaN
+                    raise ValueError(f"setting {field.name} must be 0 or more, got {value!r}")
+            elif field.type in ("int", "float") and not value > 0:  # also refuses NaN
                 raise ValueError(f"setting {field.name} must be greater than 0, got {value!r}")
 
 

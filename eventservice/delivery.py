@@ -1,16 +1,21 @@
-"""Moving accepted events to subscribers: mailboxes and a bounded worker pool.
+"""Moving accepted events to subscribers: mailboxes, one delivery loop, connector threads.
 
-Every subscriber has a *mailbox*: a bounded FIFO of events. A mailbox with
-events is handed to one delivery worker at a time, which sends everything
-queued (up to ``batch_size``) in one call, so events reach a subscriber in the
-order they were accepted, and a busy subscriber gets bigger batches instead of
-more calls (adaptive batching). Workers are few on purpose: one while
-deliveries are quick, more only while slow subscribers hold them, up to
-``delivery_workers``; the ES never runs a thread per subscriber.
+Every subscriber has a *mailbox*: a bounded FIFO of events. One delivery loop
+sends a mailbox with events everything queued (up to ``batch_size``) in one
+call, and keeps such calls in flight to many subscribers at once: it writes
+the request of every ready subscriber, then handles each reply as it arrives
+(a selector over the subscribers' connections, see :mod:`.wire`). A
+subscriber has one call in flight at a time, so events reach it in the order
+they were accepted, and a busy subscriber gets bigger batches instead of more
+calls (adaptive batching). A slow or hung subscriber holds only its own call,
+for at most ``delivery_timeout``; the ES never runs a thread per subscriber.
+
+Connecting (TCP connect, passphrase handshake, metadata) blocks, so it runs
+in connector threads (up to ``connectors``) that hand the connection to the loop.
 
 Subscribers whose object exposes ``events(list)`` (the ``Subscriber``
 skeleton) get one call per batch; plain callback objects get their
-``event(event)`` calls bundled in one Pyro5 batch round trip.
+``event(event)`` calls bundled in one Pyro5 batch call.
 
 A subscriber whose delivery fails for a transport reason (refused, reset,
 timed out, passphrase refused) is reported through ``on_dead`` and its
@@ -22,39 +27,44 @@ import collections
 import collections.abc as c
 import errno
 import logging
-import queue
+import selectors
+import socket
+import ssl
 import threading
 import time
 import typing as t
 
-from Pyro5 import errors
-from Pyro5.client import BatchProxy
+from Pyro5 import config, core, errors
 
 from .config import Settings
 from .event import Event
+from .wire import Reply, ReplyReader, encode_call
 
 __all__ = ["Dispatcher", "Mailbox", "WireEvent"]
 
 log = logging.getLogger("eventservice.delivery")
 
-#: how often the watchdog looks for stuck workers, seconds
-WATCH_SECONDS = 0.005
-#: a worker held this long by one delivery counts as stuck
-STALL_SECONDS = 0.005
-#: an extra worker idle this long retires
+#: a connector thread idle this long retires
 IDLE_SECONDS = 5.0
-#: most threads that connect to subscribers, in parallel, apart from the delivery workers
-CONNECTORS = 64
+#: longest time between two looks for calls past their delivery timeout
+EXPIRY_CHECK_SECONDS = 0.5
+#: bytes asked of a subscriber's socket per read (replies are small)
+READ_SIZE = 65536
+#: longest a round of calls holds back the next one (see Dispatcher._run)
+ROUND_SECONDS = 0.001
+
+_WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 #: an accepted event as queued and sent to batch-aware subscribers: (subject, msg, time)
 WireEvent = tuple[str, t.Any, float]
 
 
 class Mailbox:
-    """One subscriber's queue and delivery state."""
+    """One subscriber's queue, connection and call in flight."""
 
-    __slots__ = ("key", "uri", "batch_aware", "events", "condition", "scheduled", "closed",
-                 "proxy", "delivered", "dropped")
+    __slots__ = ("key", "uri", "batch_aware", "events", "condition", "scheduled", "closed", "proxy",
+                 "delivered", "dropped", "reconnected",
+                 "seq", "batch", "sock", "outgoing", "writing", "reply", "deadline", "round")
 
     def __init__(self, key: str, uri: t.Any) -> None:
         self.key = key
@@ -62,18 +72,35 @@ class Mailbox:
         self.batch_aware = False  # learnt from the subscriber's metadata when connecting
         self.events: collections.deque[WireEvent] = collections.deque()
         self.condition = threading.Condition(threading.Lock())
-        self.scheduled = False  # queued for, or held by, a worker
+        self.scheduled = False  # waiting for, or held by, the delivery loop or a connector
         self.closed = False
-        self.proxy: t.Any = None
+        self.proxy: t.Any = None  # connected and handshaken; its socket then belongs to the loop
         self.delivered = self.dropped = 0
+        self.reconnected = False  # the call in flight is a retry on a fresh connection
+        # the call in flight (touched by the delivery loop only)
+        self.seq = 0
+        self.batch: list[WireEvent] = []
+        self.sock: socket.socket | None = None  # the connection, while the delivery loop watches it
+        self.outgoing = memoryview(b"")
+        self.writing = False  # registered for writability: the request did not fit in the socket buffer
+        self.reply: ReplyReader | None = None
+        self.deadline = 0.0
+        self.round = 0
+
+    def put_back(self, events: list[WireEvent]) -> None:
+        """Return undelivered events to the front of the queue, in order."""
+        if events:
+            with self.condition:
+                if not self.closed:
+                    self.events.extendleft(reversed(events))
 
 
 class Dispatcher:
-    """Per-subscriber mailboxes served by a bounded pool of delivery threads.
+    """Per-subscriber mailboxes served by one delivery loop thread and a few connector threads.
 
-    :param settings: queue size, full-queue policy, pool size, batch size, timeout
-    :param make_proxy: builds the proxy used to reach a subscriber URI
-    :param on_dead: called as ``f(key, error)`` (from a worker) when a subscriber is unreachable
+    :param settings: queue size, full-queue policy, batch size, delivery timeout, connectors
+    :param make_proxy: builds the proxy used to connect to a subscriber URI
+    :param on_dead: called as ``f(key, error)`` (from the loop or a connector) when a subscriber is unreachable
     """
 
     def __init__(
@@ -86,17 +113,30 @@ class Dispatcher:
         self._make_proxy = make_proxy
         self._on_dead = on_dead
         self._mailboxes: dict[str, Mailbox] = {}
-        self._ready: queue.SimpleQueue[Mailbox | None] = queue.SimpleQueue()
         self._pool_lock = threading.Lock()
-        self._workers: list[threading.Thread] = []
-        self._busy_since: dict[int, float] = {}  # worker thread id -> when its current delivery began
-        self._deliveries_started = threading.Event()
+        self._stopped = False
+        self.dropped = 0
+        # the delivery loop, started by the first event
+        self._loop: threading.Thread | None = None
+        self._ready: collections.deque[Mailbox] = collections.deque()  # mailboxes with events and no call in flight
+        self._closing: collections.deque[Mailbox] = collections.deque()  # closed while held by the loop
+        self._in_flight: set[Mailbox] = set()
+        self._connected: set[Mailbox] = set()  # connections the loop watches
+        self._round = self._round_pending = 0  # the current round, and its calls still in flight
+        self._round_events = 0  # events sent in the current round
+        self._round_started = 0.0
+        self._linger = 0.0
+        self._selector = selectors.DefaultSelector()
+        self._wake_receiver, self._wake_sender = socket.socketpair()
+        self._wake_receiver.setblocking(False)
+        self._wake_sender.setblocking(False)
+        self._selector.register(self._wake_receiver, selectors.EVENT_READ, None)
+        self._sleeping = False  # the loop waits in select(): wake it through the socket pair
+        # connector threads
         self._to_connect: collections.deque[Mailbox] = collections.deque()
         self._connect_wanted = threading.Condition(threading.Lock())
         self._connectors: list[threading.Thread] = []
         self._idle_connectors = 0
-        self._stopped = False
-        self.dropped = 0
 
     # -- membership ------------------------------------------------------
 
@@ -118,8 +158,12 @@ class Dispatcher:
             mailbox.closed = True
             mailbox.events.clear()
             mailbox.condition.notify_all()
-            if not mailbox.scheduled:
+            unwatched = not mailbox.scheduled and mailbox.sock is None
+            if unwatched:
                 self._release_proxy(mailbox)
+        if not unwatched:  # the loop (or a connector) owns the connection; a call in flight is dropped now
+            self._closing.append(mailbox)
+            self._wake()
         return True
 
     # -- publishing ------------------------------------------------------
@@ -148,7 +192,8 @@ class Dispatcher:
             mailbox.events.append(event)
             if not mailbox.scheduled:
                 mailbox.scheduled = True
-                self._schedule(mailbox)
+                self._ready.append(mailbox)
+                self._wake()
         return mailbox
 
     def is_over_full(self, mailbox: Mailbox) -> bool:
@@ -163,95 +208,297 @@ class Dispatcher:
                 while len(mailbox.events) > limit and not mailbox.closed and not self._stopped:
                     mailbox.condition.wait(1.0)
 
-    # -- workers ---------------------------------------------------------
+    # -- the delivery loop -----------------------------------------------
     #
-    # One worker serves every mailbox in turn while deliveries are quick: the
-    # fewer the workers, the more events wait per subscriber, the bigger the
-    # batches and the cheaper each event. A watchdog adds a worker only when
-    # mailboxes are waiting and every worker has been stuck in one delivery for
-    # longer than STALL_SECONDS (a slow or hung subscriber), up to
-    # ``delivery_workers``; extra workers retire after IDLE_SECONDS idle.
+    # The loop works in rounds: it starts a call to every ready mailbox, then
+    # starts the next round once every call of this one has been answered, or
+    # ROUND_SECONDS after it began, whichever is first. Replies that come early
+    # wait for the round's end, so what arrives meanwhile goes out in one batch.
+    # Under load (a round carried more than one event per call) rounds also
+    # start at most every ``linger`` seconds: calls get fewer and bigger, which
+    # is what keeps the ES and the subscribers' CPU per event low; an idle
+    # service delivers at once. A subscriber that does not answer holds up one
+    # round by ROUND_SECONDS and nothing after that.
 
-    def _schedule(self, mailbox: Mailbox) -> None:
-        self._ready.put(mailbox)
-        if not self._workers:
+    def _wake(self) -> None:
+        """Make the loop look at ``_ready`` and ``_closing`` (starting it on first use)."""
+        if self._loop is None:
             with self._pool_lock:
-                if not self._workers and not self._stopped:
-                    self._spawn_worker()
-                    threading.Thread(target=self._watch, name="es-delivery-watchdog", daemon=True).start()
-        elif self._all_workers_stuck():
-            self._add_worker_if_stuck()
+                if self._loop is None and not self._stopped:
+                    self._loop = threading.Thread(target=self._run, name="es-delivery", daemon=True)
+                    self._loop.start()
+        elif self._sleeping:
+            self._sleeping = False
+            try:
+                self._wake_sender.send(b"\0")
+            except OSError:  # the pipe is full of wake-ups already, or the dispatcher is stopped
+                pass
 
-    def _spawn_worker(self) -> None:
-        worker = threading.Thread(target=self._work, name=f"es-delivery-{len(self._workers) + 1}", daemon=True)
-        self._workers.append(worker)
-        worker.start()
-
-    def _all_workers_stuck(self) -> bool:
-        busy = list(self._busy_since.values())
-        return bool(busy) and len(busy) >= len(self._workers) and time.monotonic() - max(busy) > STALL_SECONDS
-
-    def _add_worker_if_stuck(self) -> None:
-        with self._pool_lock:
-            if (self._all_workers_stuck() and len(self._workers) < self._settings.delivery_workers
-                    and not self._stopped):
-                log.debug("all %d delivery workers are held by slow subscribers; adding one", len(self._workers))
-                self._spawn_worker()
-
-    def _watch(self) -> None:
+    def _run(self) -> None:
+        select = self._selector.select
+        next_expiry_check = time.monotonic() + EXPIRY_CHECK_SECONDS
         while not self._stopped:
-            if not self._busy_since:
-                self._deliveries_started.wait(IDLE_SECONDS)  # nothing to watch: sleep until a delivery starts
-                self._deliveries_started.clear()
-                continue
-            time.sleep(WATCH_SECONDS)
-            if not self._ready.empty() and self._all_workers_stuck():
-                self._add_worker_if_stuck()
+            try:
+                now = time.monotonic()
+                round_ends = self._round_started + ROUND_SECONDS
+                next_round = max(round_ends if self._round_pending else 0.0, self._round_started + self._linger)
+                if self._ready and now >= next_round:
+                    self._round += 1
+                    self._round_pending = self._round_events = 0
+                    self._round_started = now
+                    round_ends = now + ROUND_SECONDS
+                    self._start_ready_calls()
+                    # under load (more than an event per call) rounds keep a minimum spacing, so batches grow
+                    self._linger = self._settings.linger if self._round_events > self._round_pending else 0.0
+                    next_round = max(round_ends, now + self._linger)
+                if self._closing:
+                    self._drop_closed()
+                round_open = self._round_pending and now < round_ends
+                if round_open:  # it ends at its last reply, or at round_ends at the latest
+                    timeout = round_ends - now
+                elif self._ready:  # lingering
+                    timeout = max(0.0, next_round - now)
+                elif self._in_flight:
+                    timeout = max(0.0, next_expiry_check - now)
+                else:
+                    timeout = None
+                # set before looking at the queues, so a post() in between always wakes us (an open round,
+                # or a linger with mailboxes ready, looks at the ready queue when it ends: no wake-ups needed)
+                self._sleeping = not round_open and not (self._ready and now < next_round)
+                if (self._ready and now >= next_round) or self._closing or self._stopped:
+                    timeout = 0.0
+                ready = select(timeout)
+                self._sleeping = False
+                for key, mask in ready:
+                    mailbox = key.data
+                    if mailbox is None:
+                        self._drain_wake_ups()
+                        continue
+                    if mask & selectors.EVENT_WRITE and mailbox in self._in_flight:
+                        self._write(mailbox)
+                    if mask & selectors.EVENT_READ and mailbox.sock is not None:
+                        self._read(mailbox)
+                now = time.monotonic()
+                if now >= next_expiry_check:
+                    self._expire_calls(now)
+                    next_expiry_check = now + EXPIRY_CHECK_SECONDS
+            except Exception:  # a bug here must not stop every delivery for good
+                log.exception("unexpected error in the delivery loop")
+                time.sleep(0.01)
+        self._drop_closed()
+        for mailbox in list(self._connected):
+            self._end_call(mailbox)
+            self._disconnect(mailbox)
 
-    def _work(self) -> None:
-        batch_size = self._settings.batch_size
-        me = threading.get_ident()
+    def _drain_wake_ups(self) -> None:
+        try:
+            while self._wake_receiver.recv(4096):
+                pass
+        except OSError:
+            pass
+
+    def _start_ready_calls(self) -> None:
+        ready = self._ready
+        for _ in range(len(ready)):  # this round's; whatever comes back meanwhile waits for the next
+            mailbox = ready.popleft()
+            if mailbox.closed:
+                self._after_call(mailbox)
+            elif mailbox.proxy is None:
+                self._start_connecting(mailbox)  # comes back to the ready queue when connected
+            else:
+                self._start_call(mailbox)
+
+    def _start_call(self, mailbox: Mailbox) -> None:
+        with mailbox.condition:
+            events = mailbox.events
+            batch = [events.popleft() for _ in range(min(len(events), self._settings.batch_size))]
+            mailbox.condition.notify_all()
+        request = self._encode(mailbox, batch) if batch else None
+        if request is None:
+            self._after_call(mailbox)
+            return
+        if mailbox.sock is None:  # a new connection: the loop watches it for as long as it is open
+            mailbox.sock = mailbox.proxy._pyroConnection.sock
+            self._selector.register(mailbox.sock, selectors.EVENT_READ, mailbox)
+            self._connected.add(mailbox)
+        mailbox.outgoing = memoryview(request)
+        mailbox.reply = ReplyReader()
+        mailbox.deadline = time.monotonic() + self._settings.delivery_timeout
+        mailbox.round = self._round
+        self._round_pending += 1
+        self._round_events += len(mailbox.batch)
+        self._in_flight.add(mailbox)
+        self._write(mailbox)
+
+    def _encode(self, mailbox: Mailbox, batch: list[WireEvent]) -> bytes | None:
+        """The request for ``batch`` (or for its head, the rest put back when too large); None if nothing can go."""
+        object_id = mailbox.proxy._pyroConnection.objectId
+        mailbox.seq = (mailbox.seq + 1) & 0xFFFF
         while True:
             try:
-                mailbox = self._ready.get(timeout=IDLE_SECONDS)
-            except queue.Empty:
-                with self._pool_lock:
-                    if len(self._workers) > 1:  # the first worker stays
-                        self._workers.remove(threading.current_thread())
-                        return
-                continue
-            if mailbox is None:
-                return
-            if mailbox.proxy is None:
-                self._start_connecting(mailbox)  # comes back to the ready queue when connected
-                continue
-            self._busy_since[me] = time.monotonic()
-            if not self._deliveries_started.is_set():
-                self._deliveries_started.set()
+                if mailbox.batch_aware:
+                    try:
+                        # marshal keeps what the ES holds (tuples stay tuples) and is Pyro5's fastest serializer
+                        request = encode_call(object_id, "events", (batch,), "marshal", mailbox.seq)
+                    except (TypeError, ValueError):
+                        # but it carries only plain values below the top level: a message holding a
+                        # Pyro object (a URI, an exception) needs the configured serializer
+                        request = encode_call(object_id, "events", (batch,), config.SERIALIZER, mailbox.seq)
+                else:
+                    calls = [("event", (Event(subject, msg, stamp),), {}) for subject, msg, stamp in batch]
+                    request = encode_call(object_id, "<batch>", calls, config.SERIALIZER, mailbox.seq, batch=True)
+            except errors.ProtocolError as error:  # over Pyro5's MAX_MESSAGE_SIZE
+                if len(batch) > 1:
+                    half = len(batch) // 2
+                    mailbox.put_back(batch[half:])
+                    del batch[half:]
+                    continue
+                log.error("event %r for subscriber %s cannot be sent: %s; skipped", batch[0][0], mailbox.key, error)
+            except Exception:  # the ES deserialized these messages, so this is a bug, not bad input
+                log.exception("cannot encode %d events for subscriber %s; skipped", len(batch), mailbox.key)
+            else:
+                mailbox.batch = batch
+                return request
+            mailbox.dropped += len(batch)
+            self.dropped += len(batch)
+            return None
+
+    def _write(self, mailbox: Mailbox) -> None:
+        try:
+            while mailbox.outgoing:
+                sent = mailbox.sock.send(mailbox.outgoing)
+                mailbox.outgoing = mailbox.outgoing[sent:]
+        except _WOULD_BLOCK:
+            if not mailbox.writing:  # the subscriber reads slowly: go on when its socket takes more
+                mailbox.writing = True
+                self._selector.modify(mailbox.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, mailbox)
+            return
+        except OSError as error:
+            self._call_failed(mailbox, errors.ConnectionClosedError(f"sending: {error}"))
+            return
+        if mailbox.writing:
+            mailbox.writing = False
+            self._selector.modify(mailbox.sock, selectors.EVENT_READ, mailbox)
+
+    def _read(self, mailbox: Mailbox) -> None:
+        reader = mailbox.reply
+        while True:
             try:
-                with mailbox.condition:
-                    events = mailbox.events
-                    count = min(len(events), batch_size)
-                    batch = [events.popleft() for _ in range(count)]
-                    mailbox.condition.notify_all()
-                if batch and not mailbox.closed:
-                    self._deliver(mailbox, batch)
-            except Exception:  # a bug here must not kill the worker and strand the mailbox
-                log.exception("unexpected error delivering to subscriber %s", mailbox.key)
-            finally:
-                with mailbox.condition:
-                    if mailbox.events and not mailbox.closed:
-                        self._ready.put(mailbox)  # back of the line: fair to the other subscribers
-                    else:
-                        mailbox.scheduled = False
-                        if mailbox.closed:
-                            self._release_proxy(mailbox)
-                del self._busy_since[me]
+                chunk = mailbox.sock.recv(READ_SIZE)
+            except _WOULD_BLOCK:
+                return
+            except OSError as error:
+                chunk, failure = b"", f"receiving: {error}"
+            else:
+                failure = "receiving: connection closed by the subscriber"
+            if reader is None:  # nothing asked: the subscriber closed an idle connection (or talks nonsense)
+                log.debug("subscriber %s: idle connection %s", mailbox.key, "closed" if not chunk else "sent junk")
+                self._disconnect(mailbox)
+                return
+            if not chunk:
+                self._call_failed(mailbox, errors.ConnectionClosedError(failure))
+                return
+            try:
+                reply = reader.feed(chunk)
+            except Exception as error:  # not a Pyro5 reply, or one that does not deserialize
+                self._call_failed(mailbox, errors.ProtocolError(f"bad reply from subscriber: {error}"), retry=False)
+                return
+            if reply is not None:
+                self._call_done(mailbox, reply)
+                return
+
+    def _call_done(self, mailbox: Mailbox, reply: Reply) -> None:
+        batch = mailbox.batch
+        self._end_call(mailbox)
+        error: t.Any = None
+        handled = len(batch)
+        if reply.seq != mailbox.seq:
+            error = errors.ProtocolError(f"reply sequence out of sync: {reply.seq} for {mailbox.seq}")
+        elif reply.raised:
+            error = reply.value
+        elif not mailbox.batch_aware and reply.value and isinstance(reply.value[-1], core._ExceptionWrapper):
+            error = reply.value[-1].exception  # a Pyro5 batch stops at the first event() that raised
+            handled = len(reply.value)
+            mailbox.put_back(batch[handled:])
+        if isinstance(error, errors.PyroError):  # the subscriber's daemon refused the call (e.g. unknown object)
+            self._disconnect(mailbox)
+            self._fail(mailbox, error)
+        else:
+            if error is not None:
+                log.warning("subscriber %s raised %r from %s; continuing", mailbox.key, error,
+                            "events()" if mailbox.batch_aware else "event()")
+            mailbox.reconnected = False
+            mailbox.delivered += handled
+        self._after_call(mailbox)
+
+    def _call_failed(self, mailbox: Mailbox, error: errors.PyroError, retry: bool = True) -> None:
+        batch = mailbox.batch
+        replied = mailbox.reply is not None and mailbox.reply.started
+        self._end_call(mailbox)
+        self._disconnect(mailbox)
+        if (retry and isinstance(error, errors.ConnectionClosedError) and not replied and not mailbox.reconnected
+                and not mailbox.closed):
+            # most likely an idle connection the subscriber closed: try once more on a new one
+            log.debug("connection to subscriber %s was closed; reconnecting once: %s", mailbox.key, error)
+            mailbox.reconnected = True
+            mailbox.put_back(batch)
+            self._start_connecting(mailbox)
+            return
+        self._fail(mailbox, error)
+        self._after_call(mailbox)
+
+    def _end_call(self, mailbox: Mailbox) -> None:
+        if mailbox in self._in_flight:
+            self._in_flight.remove(mailbox)
+            if mailbox.round == self._round:
+                self._round_pending -= 1
+        if mailbox.writing:
+            mailbox.writing = False
+            self._selector.modify(mailbox.sock, selectors.EVENT_READ, mailbox)
+        mailbox.batch = []
+        mailbox.outgoing = memoryview(b"")
+        mailbox.reply = None
+
+    def _disconnect(self, mailbox: Mailbox) -> None:
+        """Stop watching the mailbox's connection and close it (loop thread only)."""
+        if mailbox.sock is not None:
+            try:
+                self._selector.unregister(mailbox.sock)
+            except (KeyError, ValueError):
+                pass
+            self._connected.discard(mailbox)
+            mailbox.sock = None
+        self._release_proxy(mailbox)
+
+    def _after_call(self, mailbox: Mailbox) -> None:
+        """Queue the mailbox again if it has more to deliver; else it is no longer scheduled."""
+        with mailbox.condition:
+            if mailbox.events and not mailbox.closed:
+                self._ready.append(mailbox)  # back of the line: fair to the other subscribers
+                return
+            mailbox.scheduled = False
+        if mailbox.closed:
+            self._disconnect(mailbox)
+
+    def _drop_closed(self) -> None:
+        while self._closing:
+            mailbox = self._closing.popleft()
+            self._end_call(mailbox)
+            if mailbox.sock is not None:  # a connector's proxy is the connector's to release
+                self._disconnect(mailbox)
+
+    def _expire_calls(self, now: float) -> None:
+        for mailbox in [mailbox for mailbox in self._in_flight if mailbox.deadline <= now]:
+            timeout = self._settings.delivery_timeout
+            self._call_failed(mailbox, errors.TimeoutError(f"no reply within the delivery timeout ({timeout:g} s)"),
+                              retry=False)
+
+    # -- connecting ------------------------------------------------------
 
     def _start_connecting(self, mailbox: Mailbox) -> None:
         with self._connect_wanted:
             self._to_connect.append(mailbox)
-            if (len(self._to_connect) > self._idle_connectors and len(self._connectors) < CONNECTORS
+            if (len(self._to_connect) > self._idle_connectors and len(self._connectors) < self._settings.connectors
                     and not self._stopped):
                 connector = threading.Thread(target=self._connect_loop, name=f"es-connect-{len(self._connectors) + 1}",
                                              daemon=True)
@@ -277,92 +524,32 @@ class Dispatcher:
             self._connect(mailbox)
 
     def _connect(self, mailbox: Mailbox) -> None:
-        """Connect to a subscriber (in a connector thread, so slow or not-yet-listening ones hold no worker)."""
-        if mailbox.closed:
-            with mailbox.condition:
-                mailbox.scheduled = False
-            return
-        proxy = self._make_proxy(mailbox.uri)
-        proxy._pyroTimeout = self._settings.delivery_timeout
-        try:
-            proxy._pyroBind()  # connects and learns the subscriber's methods
-        except errors.PyroError as error:
-            proxy._pyroRelease()
-            self._fail(mailbox, error)
-        except Exception:  # a bug here must not strand the mailbox
-            log.exception("unexpected error connecting to subscriber %s", mailbox.key)
-            proxy._pyroRelease()
-        else:
-            mailbox.batch_aware = "events" in proxy._pyroMethods
-            # marshal keeps what the ES holds (tuples stay tuples) and is Pyro5's fastest serializer, but it
-            # converts only top-level custom objects: the Events for plain callbacks need the configured one
-            proxy._pyroSerializer = "marshal" if mailbox.batch_aware else None
-            mailbox.proxy = proxy
+        """Connect to a subscriber (in a connector thread, so slow or not-yet-listening ones hold up nobody)."""
+        if not mailbox.closed:
+            proxy = self._make_proxy(mailbox.uri)
+            proxy._pyroTimeout = self._settings.delivery_timeout
+            try:
+                proxy._pyroBind()  # connects, proves the passphrase and learns the subscriber's methods
+                proxy._pyroConnection.sock.setblocking(False)  # from now on the delivery loop's
+            except errors.PyroError as error:
+                proxy._pyroRelease()
+                self._fail(mailbox, error)
+            except Exception:  # a bug here must not strand the mailbox
+                log.exception("unexpected error connecting to subscriber %s", mailbox.key)
+                proxy._pyroRelease()
+            else:
+                mailbox.batch_aware = "events" in proxy._pyroMethods
+                mailbox.proxy = proxy
         with mailbox.condition:
             if mailbox.proxy is not None and mailbox.events and not mailbox.closed:
-                self._ready.put(mailbox)
+                self._ready.append(mailbox)
+                self._wake()
             else:
                 mailbox.scheduled = False
                 if mailbox.closed:
                     self._release_proxy(mailbox)
 
-    def _deliver(self, mailbox: Mailbox, batch: list[WireEvent]) -> None:
-        proxy = mailbox.proxy
-        proxy._pyroClaimOwnership()
-        try:
-            try:
-                self._call(mailbox, proxy, batch)
-            except errors.ConnectionClosedError as error:
-                # most likely an idle connection the subscriber closed: try once on a new one
-                log.debug("connection to subscriber %s was closed; reconnecting once: %s", mailbox.key, error)
-                proxy._pyroRelease()
-                self._call(mailbox, proxy, batch)
-        except errors.PyroError as error:  # refused, reset, timed out, passphrase refused, no such object...
-            self._fail(mailbox, error)
-        else:
-            mailbox.delivered += len(batch)
-
-    def _call(self, mailbox: Mailbox, proxy: t.Any, batch: list[WireEvent]) -> None:
-        if mailbox.batch_aware:
-            try:
-                proxy.events(batch)
-            except (ValueError, TypeError) as error:
-                if hasattr(error, "_pyroTraceback") or proxy._pyroSerializer != "marshal":
-                    raise
-                # marshal carries only plain values below the top level; a message holding a Pyro object
-                # (a URI, an exception, an Event) needs the configured serializer: use it for this batch
-                proxy._pyroSerializer = None
-                try:
-                    proxy.events(batch)
-                finally:
-                    proxy._pyroSerializer = "marshal"
-            except errors.ProtocolError as error:  # refused before sending: over Pyro5's MAX_MESSAGE_SIZE
-                if "too large" not in str(error) or len(batch) == 1:
-                    raise
-                half = len(batch) // 2
-                self._call(mailbox, proxy, batch[:half])
-                self._call(mailbox, proxy, batch[half:])
-            return
-        remaining = batch
-        while remaining:
-            calls = BatchProxy(proxy)
-            for subject, msg, stamp in remaining:
-                calls.event(Event(subject, msg, stamp))
-            done = 0
-            try:
-                for _ in calls():
-                    done += 1
-                remaining = []
-            except errors.PyroError:
-                raise
-            except Exception as error:
-                if not hasattr(error, "_pyroTraceback"):
-                    raise  # raised here, not by the subscriber: a bug, not the subscriber's business
-                log.warning("subscriber %s raised %s from event(); continuing", mailbox.key, error)
-                remaining = remaining[done + 1:]
-
     def _fail(self, mailbox: Mailbox, error: Exception) -> None:
-        self._release_proxy(mailbox)
         if _out_of_file_descriptors(error):
             # our shortage, not the subscriber's death: keep it and its events; the next publish tries again
             log.error("cannot reach subscriber %s: this process is out of file descriptors (%s); "
@@ -381,33 +568,37 @@ class Dispatcher:
     # -- lifecycle -------------------------------------------------------
 
     def stats(self) -> dict[str, int]:
-        """Counts for monitoring: mailboxes, queued events, events delivered to current subscribers, workers, drops."""
+        """Counts for monitoring: mailboxes, queued events, calls in flight, events delivered, connectors, drops."""
         with self._pool_lock:
             mailboxes = list(self._mailboxes.values())
-            workers = len(self._workers)
         return {
             "mailboxes": len(mailboxes),
             "queued": sum(len(mailbox.events) for mailbox in mailboxes),
+            "in_flight": len(self._in_flight),
             "delivered": sum(mailbox.delivered for mailbox in mailboxes),
-            "workers": workers,
+            "connectors": len(self._connectors),
             "dropped": self.dropped,
         }
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Discard every mailbox and stop the workers."""
+        """Discard every mailbox and stop the delivery loop and connectors."""
         for key in list(self._mailboxes):
             self.close(key)
         with self._pool_lock:
             self._stopped = True
-            workers = list(self._workers)
-        for _ in workers:
-            self._ready.put(None)
-        for worker in workers:
-            if worker is not threading.current_thread():
-                worker.join(timeout)
+            loop = self._loop
+        try:
+            self._wake_sender.send(b"\0")
+        except OSError:
+            pass
+        if loop is not None and loop is not threading.current_thread():
+            loop.join(timeout)
         with self._connect_wanted:
             self._connect_wanted.notify_all()
-        self._deliveries_started.set()
+        if loop is None or not loop.is_alive():
+            self._selector.close()
+            self._wake_receiver.close()
+            self._wake_sender.close()
 
 
 def _out_of_file_descriptors(error: BaseException | None) -> bool:

@@ -248,7 +248,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--queuesize", type=int, help="events queued per subscriber (default 1000)")
     parser.add_argument("--full-queue", choices=("block", "drop"),
                         help="when a subscriber's queue is full: block the publisher (default) or drop the event")
-    parser.add_argument("--workers", type=int, dest="delivery_workers", help="most delivery threads (default 64)")
+    parser.add_argument("--connectors", type=int, help="most threads connecting to new subscribers at once (default 64)")
+    parser.add_argument("--linger", type=float,
+                        help="under load, seconds between deliveries to a subscriber, so batches grow (default 0.005; 0: off)")
     parser.add_argument("--delivery-timeout", type=float, help="seconds before an unresponsive subscriber is dropped (default 30)")
     parser.add_argument("--max-connections", type=int, help="concurrent client connections (default 1000)")
     parser.add_argument("--idle-timeout", type=float, help="seconds before a silent client connection is closed (default 60)")
@@ -284,7 +286,8 @@ def main(args: list[str] | None = None) -> int:
         settings = from_environment(
             queuesize=options.queuesize,
             blockqueue=None if options.full_queue is None else options.full_queue == "block",
-            delivery_workers=options.delivery_workers,
+            connectors=options.connectors,
+            linger=options.linger,
             delivery_timeout=options.delivery_timeout,
             max_connections=options.max_connections,
             idle_timeout=options.idle_timeout,

@@ -35,7 +35,7 @@ def test_invalid_full_queue_choice_exits_two(capsys):
     assert "sometimes" in error and "block" in error
 
 
-@pytest.mark.parametrize("args", [["--queuesize", "many"], ["-p", "http"], ["--workers", "1.5"]])
+@pytest.mark.parametrize("args", [["--queuesize", "many"], ["-p", "http"], ["--connectors", "1.5"]])
 def test_non_numeric_values_exit_two(capsys, args):
     """Numeric options refuse text that is not a number, with status 2."""
     with pytest.raises(SystemExit) as exit_info:
@@ -47,9 +47,9 @@ def test_non_numeric_values_exit_two(capsys, args):
 def test_parser_maps_options_to_settings_names():
     """The parser stores the options under the names main() hands to the starter and settings."""
     options = server._parser().parse_args(["-n", "10.0.0.1", "-p", "7766", "-N", "-i", "pw", "--ns",
-                                           "--queuesize", "5", "--full-queue", "drop", "--workers", "3"])
+                                           "--queuesize", "5", "--full-queue", "drop", "--connectors", "3"])
     assert (options.hostname, options.port, options.use_ns, options.identification) == ("10.0.0.1", 7766, False, "pw")
-    assert (options.embedded_ns, options.queuesize, options.full_queue, options.delivery_workers) == (True, 5, "drop", 3)
+    assert (options.embedded_ns, options.queuesize, options.full_queue, options.connectors) == (True, 5, "drop", 3)
     defaults = server._parser().parse_args([])
     assert (defaults.hostname, defaults.port, defaults.use_ns, defaults.embedded_ns) == ("", 0, True, False)
     assert (defaults.identification, defaults.queuesize, defaults.full_queue) == (None, None, None)

@@ -71,12 +71,21 @@ def test_invalid_environment_value_names_the_variable(monkeypatch, name, text):
         from_environment()
 
 
-@pytest.mark.parametrize("field", [field.name for field in dataclasses.fields(Settings) if field.name != "blockqueue"])
+@pytest.mark.parametrize("field", [field.name for field in dataclasses.fields(Settings)
+                                   if field.name not in ("blockqueue", "linger")])
 @pytest.mark.parametrize("value", [0, -1])
 def test_non_positive_numbers_name_the_setting(field, value):
     """Every numeric setting must be greater than 0; the error names the setting."""
     with pytest.raises(ValueError, match=rf"\b{field}\b"):
         Settings(**{field: value})
+
+
+def test_linger_may_be_zero_but_not_negative_or_nan():
+    """linger 0 turns batching delays off; a negative or NaN linger is refused, naming it."""
+    assert Settings(linger=0).linger == 0
+    for value in (-0.001, float("nan")):
+        with pytest.raises(ValueError, match="linger"):
+            Settings(linger=value)
 
 
 def test_non_positive_environment_value_names_the_setting(monkeypatch):

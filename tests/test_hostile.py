@@ -91,7 +91,7 @@ class Guard:
         stats = self.stats()
         assert stats["subscribers"] >= 1 and stats["mailboxes"] >= 1, stats
         service = getattr(self.running, "service", None)
-        assert stats["workers"] <= (service.settings.delivery_workers if service else 16), stats
+        assert stats["connectors"] <= (service.settings.connectors if service else 64), stats
 
 
 def receive_by(collector: Collector, deadline: float, what: str):
@@ -911,7 +911,7 @@ def test_stuck_subscriber_does_not_block_publisher_or_others(start_es, subscribe
     assert stats["dropped"] >= 110 * stuck_count, stats  # about all but the 3 each stuck queue holds
     assert stats["queued"] <= 3 * stuck_count, stats
     assert stats["subscribers"] == stuck_count + 1, stats
-    assert stats["workers"] <= running.service.settings.delivery_workers, stats
+    assert stats["connectors"] <= running.service.settings.connectors, stats
     assert all(subscriber.received.empty() for subscriber in stuck)
 
 
@@ -970,13 +970,13 @@ def test_subscribers_hung_in_event_cannot_starve_a_good_one(guarded, raw_es, hun
     """20 subscribers (one hostile daemon) that never return from events(): others still receive within 2 s."""
     guard = guarded(queuesize=3, blockqueue=False)
     es = raw_es(guard.running)
-    for _ in range(20):  # more than the 16 delivery workers
+    for _ in range(20):  # each holds a call in flight until released
         es.subscribe("JAM", hung_daemon())
     for number in range(3):
         es.publish("JAM", number)
         guard.check()
     stats = guard.stats()
-    assert stats["workers"] <= guard.running.service.settings.delivery_workers, stats
+    assert stats["connectors"] <= guard.running.service.settings.connectors, stats
 
 
 def test_oneway_publish_flood_does_not_grow_threads_without_bound(guarded, raw_es, subscribers):

@@ -4,7 +4,9 @@ Ordering under concurrent publishers, threading modes, full-queue policies,
 slow and dead subscribers, abort(), and (un)subscribing from inside event().
 Every wait is bounded; absence is checked with short bounded waits only.
 """
+import os
 import queue
+import signal
 import threading
 import time
 
@@ -407,6 +409,44 @@ def test_killed_subscriber_process_is_removed(nameserver, start_es, processes):
     wait_until(lambda: running.service.stats()["subscribers"] == 0, message="the killed subscriber's removal")
     stats = running.service.stats()
     assert (stats["mailboxes"], stats["subjects"], stats["patterns"]) == (0, 0, 0)
+
+
+STOPPABLE_SCRIPT = """
+import eventservice
+
+class Printer(eventservice.Subscriber):
+    def event(self, event):
+        print("got", event.msg[0], len(event.msg[1]), flush=True)
+
+subscriber = Printer()
+subscriber.subscribe("BIG")
+print("ready", flush=True)
+subscriber.listen()
+"""
+
+
+def test_stopped_subscriber_process_that_stops_reading_holds_up_nobody(nameserver, start_es, processes, collectors):
+    """A SIGSTOPped subscriber process with multi-megabyte events queued (the ES's writes to it cannot
+    complete) delays no other subscriber, and gets every event, in order, once it runs again."""
+    start_es()
+    process = processes.spawn("-c", STOPPABLE_SCRIPT)
+    read_line(process, expect="ready")
+    good = collectors()
+    good.subscribe("BIG")
+    publisher = eventservice.Publisher()
+    assert publisher.publish("BIG", (0, "")) == 2
+    read_line(process, expect="got 0 0")
+    assert messages(good.take(1)) == [(0, "")]
+    os.kill(process.pid, signal.SIGSTOP)
+    try:
+        big = "x" * (2 * 1024 * 1024)  # 8 of them are more than a socket buffer and than one Pyro5 message
+        for number in range(1, 9):
+            assert publisher.publish("BIG", (number, big)) == 2
+        assert [msg[0] for msg in messages(good.take(8))] == list(range(1, 9))
+    finally:
+        os.kill(process.pid, signal.SIGCONT)
+    for number in range(1, 9):
+        read_line(process, expect=f"got {number} {len(big)}")
 
 
 # -- abort ---------------------------------------------------------------------------

@@ -1,0 +1,82 @@
+"""Pyro5 calls without a blocking proxy: encode a request, read its reply as bytes arrive.
+
+The dispatcher keeps one call in flight per subscriber and many subscribers in
+flight at once, from one thread; a Pyro5 ``Proxy`` call would hold a thread
+until its reply came. These helpers speak the same wire protocol
+(``Pyro5.protocol``) on a connection that a proxy opened and handshook.
+"""
+from __future__ import annotations
+
+import typing as t
+
+from Pyro5 import errors, protocol, serializers
+
+__all__ = ["HEADER_SIZE", "Reply", "ReplyReader", "encode_call"]
+
+#: bytes in a Pyro5 message header (fixed by the protocol)
+HEADER_SIZE: int = protocol._header_size
+
+
+def encode_call(object_id: str, method: str, args: tuple[t.Any, ...], serializer_name: str, seq: int,
+                batch: bool = False) -> bytes:
+    """The wire bytes of a call of ``method(*args)`` on ``object_id`` (a Pyro5 batch call if ``batch``).
+
+    Raises TypeError/ValueError when ``serializer_name`` cannot carry the arguments, and
+    ``Pyro5.errors.ProtocolError`` when the message exceeds Pyro5's MAX_MESSAGE_SIZE.
+    """
+    serializer = serializers.serializers[serializer_name]
+    data = serializer.dumpsCall(object_id, method, args, {})
+    flags = protocol.FLAGS_BATCH if batch else 0
+    return protocol.SendingMessage(protocol.MSG_INVOKE, flags, seq, serializer.serializer_id, data).data
+
+
+class Reply(t.NamedTuple):
+    """A decoded reply: the call's result, or the exception the remote call raised."""
+
+    seq: int
+    value: t.Any
+    raised: bool
+
+
+class ReplyReader:
+    """Collects the bytes of one reply until it is complete."""
+
+    __slots__ = ("_buffer", "_header")
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._header: protocol.ReceivingMessage | None = None  # parsed once its bytes are in
+
+    @property
+    def started(self) -> bool:
+        """True once any byte of the reply arrived."""
+        return bool(self._buffer) or self._header is not None
+
+    def feed(self, chunk: bytes) -> Reply | None:
+        """Add received bytes; the decoded reply once complete, else None.
+
+        Raises ``Pyro5.errors.ProtocolError`` for anything that is not a valid
+        Pyro5 result message (bad header, oversized, trailing bytes).
+        """
+        buffer = self._buffer
+        buffer += chunk
+        header = self._header
+        if header is None:
+            if len(buffer) < HEADER_SIZE:
+                if len(buffer) >= 4:
+                    protocol.ReceivingMessage.validate(bytes(buffer))
+                return None
+            header = self._header = protocol.ReceivingMessage(bytes(buffer[:HEADER_SIZE]))  # checks size limit
+            if header.type != protocol.MSG_RESULT:
+                raise errors.ProtocolError(f"invalid message type {header.type} in reply (expected a result)")
+            del buffer[:HEADER_SIZE]
+        size = header.annotations_size + header.data_size
+        if len(buffer) < size:
+            return None
+        if len(buffer) > size:
+            raise errors.ProtocolError("unexpected bytes after a reply")
+        header.add_payload(bytes(buffer))
+        serializer = serializers.serializers_by_id.get(header.serializer_id)
+        if serializer is None:
+            raise errors.ProtocolError(f"unknown serializer {header.serializer_id} in reply")
+        return Reply(header.seq, serializer.loads(header.data), bool(header.flags & protocol.FLAGS_EXCEPTION))
