@@ -38,7 +38,7 @@ from Pyro5 import config, core, errors
 
 from .config import Settings
 from .event import Event
-from .wire import Reply, ReplyReader, encode_call
+from .wire import Reply, ReplyReader, encode_call, encode_marshal_call, marshal_call_tail
 
 __all__ = ["Dispatcher", "Mailbox", "WireEvent"]
 
@@ -50,6 +50,8 @@ IDLE_SECONDS = 5.0
 EXPIRY_CHECK_SECONDS = 0.5
 #: bytes asked of a subscriber's socket per read (replies are small)
 READ_SIZE = 65536
+#: how long a connect at subscribe time may take before it is left to the first event
+EAGER_CONNECT_SECONDS = 2.0
 #: longest a round of calls holds back the next one (see Dispatcher._run)
 ROUND_SECONDS = 0.001
 
@@ -126,6 +128,8 @@ class Dispatcher:
         self._round_events = 0  # events sent in the current round
         self._round_started = 0.0
         self._linger = 0.0
+        self._load = 1.0  # events per call, averaged over the last rounds
+        self._marshalled: dict[tuple[int, ...], bytes] = {}  # batch -> its marshalled call, while starting a round
         self._selector = selectors.DefaultSelector()
         self._wake_receiver, self._wake_sender = socket.socketpair()
         self._wake_receiver.setblocking(False)
@@ -133,7 +137,7 @@ class Dispatcher:
         self._selector.register(self._wake_receiver, selectors.EVENT_READ, None)
         self._sleeping = False  # the loop waits in select(): wake it through the socket pair
         # connector threads
-        self._to_connect: collections.deque[Mailbox] = collections.deque()
+        self._to_connect: collections.deque[tuple[Mailbox, bool]] = collections.deque()  # (mailbox, eager)
         self._connect_wanted = threading.Condition(threading.Lock())
         self._connectors: list[threading.Thread] = []
         self._idle_connectors = 0
@@ -144,9 +148,14 @@ class Dispatcher:
         """The mailbox of ``key``, created on first use."""
         with self._pool_lock:
             mailbox = self._mailboxes.get(key)
-            if mailbox is None:
-                mailbox = self._mailboxes[key] = Mailbox(key, uri)
-            return mailbox
+            if mailbox is not None:
+                return mailbox
+            mailbox = self._mailboxes[key] = Mailbox(key, uri)
+        # connect now, so the first event does not wait for it; a subscriber not listening yet is no error
+        with mailbox.condition:
+            mailbox.scheduled = True
+        self._start_connecting(mailbox, eager=True)
+        return mailbox
 
     def close(self, key: str) -> bool:
         """Discard ``key``'s mailbox and queued events; wakes publishers blocked on it."""
@@ -248,8 +257,11 @@ class Dispatcher:
                     self._round_started = now
                     round_ends = now + ROUND_SECONDS
                     self._start_ready_calls()
-                    # under load (more than an event per call) rounds keep a minimum spacing, so batches grow
-                    self._linger = self._settings.linger if self._round_events > self._round_pending else 0.0
+                    # under sustained load (rounds carry more than an event per call) rounds keep a minimum
+                    # spacing, so batches grow; one late round is no load
+                    if self._round_pending:
+                        self._load = (self._load + self._round_events / self._round_pending) / 2
+                    self._linger = self._settings.linger if self._load > 1.5 else 0.0
                     next_round = max(round_ends, now + self._linger)
                 if self._closing:
                     self._drop_closed()
@@ -299,14 +311,18 @@ class Dispatcher:
 
     def _start_ready_calls(self) -> None:
         ready = self._ready
-        for _ in range(len(ready)):  # this round's; whatever comes back meanwhile waits for the next
-            mailbox = ready.popleft()
-            if mailbox.closed:
-                self._after_call(mailbox)
-            elif mailbox.proxy is None:
-                self._start_connecting(mailbox)  # comes back to the ready queue when connected
-            else:
-                self._start_call(mailbox)
+        try:
+            for _ in range(len(ready)):  # this round's; whatever comes back meanwhile waits for the next
+                mailbox = ready.popleft()
+                if mailbox.closed:
+                    self._after_call(mailbox)
+                elif mailbox.proxy is None:
+                    self._start_connecting(mailbox)  # comes back to the ready queue when connected
+                else:
+                    self._start_call(mailbox)
+        finally:
+            # keyed by the events' ids, valid only while the batches of this pass hold the events
+            self._marshalled.clear()
 
     def _start_call(self, mailbox: Mailbox) -> None:
         with mailbox.condition:
@@ -338,8 +354,13 @@ class Dispatcher:
             try:
                 if mailbox.batch_aware:
                     try:
-                        # marshal keeps what the ES holds (tuples stay tuples) and is Pyro5's fastest serializer
-                        request = encode_call(object_id, "events", (batch,), "marshal", mailbox.seq)
+                        # marshal keeps what the ES holds (tuples stay tuples) and is Pyro5's fastest serializer;
+                        # subscribers of the same events in one round share one marshalled batch
+                        key = tuple(map(id, batch))
+                        tail = self._marshalled.get(key)
+                        if tail is None:
+                            tail = self._marshalled[key] = marshal_call_tail("events", [batch])
+                        request = encode_marshal_call(object_id, tail, mailbox.seq)
                     except (TypeError, ValueError):
                         # but it carries only plain values below the top level: a message holding a
                         # Pyro object (a URI, an exception) needs the configured serializer
@@ -495,9 +516,9 @@ class Dispatcher:
 
     # -- connecting ------------------------------------------------------
 
-    def _start_connecting(self, mailbox: Mailbox) -> None:
+    def _start_connecting(self, mailbox: Mailbox, eager: bool = False) -> None:
         with self._connect_wanted:
-            self._to_connect.append(mailbox)
+            self._to_connect.append((mailbox, eager))
             if (len(self._to_connect) > self._idle_connectors and len(self._connectors) < self._settings.connectors
                     and not self._stopped):
                 connector = threading.Thread(target=self._connect_loop, name=f"es-connect-{len(self._connectors) + 1}",
@@ -520,20 +541,27 @@ class Dispatcher:
                 if self._stopped:
                     self._connectors.remove(threading.current_thread())
                     return
-                mailbox = self._to_connect.popleft()
-            self._connect(mailbox)
+                mailbox, eager = self._to_connect.popleft()
+            self._connect(mailbox, eager)
 
-    def _connect(self, mailbox: Mailbox) -> None:
-        """Connect to a subscriber (in a connector thread, so slow or not-yet-listening ones hold up nobody)."""
+    def _connect(self, mailbox: Mailbox, eager: bool) -> None:
+        """Connect to a subscriber (in a connector thread, so slow or not-yet-listening ones hold up nobody).
+
+        An ``eager`` connect (at subscribe time) gives up sooner and quietly: the first event tries again.
+        """
         if not mailbox.closed:
             proxy = self._make_proxy(mailbox.uri)
-            proxy._pyroTimeout = self._settings.delivery_timeout
+            proxy._pyroTimeout = min(EAGER_CONNECT_SECONDS, self._settings.delivery_timeout) if eager else \
+                self._settings.delivery_timeout
             try:
                 proxy._pyroBind()  # connects, proves the passphrase and learns the subscriber's methods
                 proxy._pyroConnection.sock.setblocking(False)  # from now on the delivery loop's
             except errors.PyroError as error:
                 proxy._pyroRelease()
-                self._fail(mailbox, error)
+                if eager:
+                    log.debug("subscriber %s not reachable yet: %s", mailbox.key, error)
+                else:
+                    self._fail(mailbox, error)
             except Exception:  # a bug here must not strand the mailbox
                 log.exception("unexpected error connecting to subscriber %s", mailbox.key)
                 proxy._pyroRelease()
@@ -541,13 +569,18 @@ class Dispatcher:
                 mailbox.batch_aware = "events" in proxy._pyroMethods
                 mailbox.proxy = proxy
         with mailbox.condition:
-            if mailbox.proxy is not None and mailbox.events and not mailbox.closed:
+            retry = eager and mailbox.proxy is None and mailbox.events and not mailbox.closed
+            if retry:
+                pass  # events came while the early connect failed: connect for them, as for any first event
+            elif mailbox.proxy is not None and mailbox.events and not mailbox.closed:
                 self._ready.append(mailbox)
                 self._wake()
             else:
                 mailbox.scheduled = False
                 if mailbox.closed:
                     self._release_proxy(mailbox)
+        if retry:
+            self._start_connecting(mailbox)
 
     def _fail(self, mailbox: Mailbox, error: Exception) -> None:
         if _out_of_file_descriptors(error):
@@ -568,11 +601,16 @@ class Dispatcher:
     # -- lifecycle -------------------------------------------------------
 
     def stats(self) -> dict[str, int]:
-        """Counts for monitoring: mailboxes, queued events, calls in flight, events delivered, connectors, drops."""
+        """Counts for monitoring: mailboxes (connected, being connected), queued events, calls in flight,
+        events delivered, connector threads, drops."""
         with self._pool_lock:
             mailboxes = list(self._mailboxes.values())
+        with self._connect_wanted:
+            connecting = len(self._to_connect) + len(self._connectors) - self._idle_connectors
         return {
             "mailboxes": len(mailboxes),
+            "connected": sum(mailbox.proxy is not None for mailbox in mailboxes),
+            "connecting": connecting,
             "queued": sum(len(mailbox.events) for mailbox in mailboxes),
             "in_flight": len(self._in_flight),
             "delivered": sum(mailbox.delivered for mailbox in mailboxes),

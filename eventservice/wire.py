@@ -7,14 +7,22 @@ until its reply came. These helpers speak the same wire protocol
 """
 from __future__ import annotations
 
+import marshal
 import typing as t
 
 from Pyro5 import errors, protocol, serializers
 
-__all__ = ["HEADER_SIZE", "Reply", "ReplyReader", "encode_call"]
+__all__ = ["HEADER_SIZE", "Reply", "ReplyReader", "encode_call", "encode_marshal_call", "marshal_call_tail"]
 
 #: bytes in a Pyro5 message header (fixed by the protocol)
 HEADER_SIZE: int = protocol._header_size
+
+# marshal format version 2 has no back-references, so separately marshalled values concatenate into the
+# marshalled tuple of them: b"(" + 4-byte little-endian length + each item (a unit test holds this)
+_MARSHAL_VERSION = 2
+_MARSHAL_CALL_TUPLE = b"(" + (4).to_bytes(4, "little")
+_MARSHAL_NO_KWARGS = marshal.dumps({}, _MARSHAL_VERSION)
+_MARSHAL_ID = serializers.serializers["marshal"].serializer_id
 
 
 def encode_call(object_id: str, method: str, args: tuple[t.Any, ...], serializer_name: str, seq: int,
@@ -28,6 +36,21 @@ def encode_call(object_id: str, method: str, args: tuple[t.Any, ...], serializer
     data = serializer.dumpsCall(object_id, method, args, {})
     flags = protocol.FLAGS_BATCH if batch else 0
     return protocol.SendingMessage(protocol.MSG_INVOKE, flags, seq, serializer.serializer_id, data).data
+
+
+def marshal_call_tail(method: str, args: list[t.Any]) -> bytes:
+    """The marshal bytes of a call's method, arguments and (no) keyword arguments.
+
+    The same for every object the call goes to, so a batch sent to many
+    subscribers is marshalled once. Raises ValueError for values marshal cannot carry.
+    """
+    return marshal.dumps(method, _MARSHAL_VERSION) + marshal.dumps(args, _MARSHAL_VERSION) + _MARSHAL_NO_KWARGS
+
+
+def encode_marshal_call(object_id: str, tail: bytes, seq: int) -> bytes:
+    """The wire bytes of the call ``tail`` (from :func:`marshal_call_tail`) on ``object_id``, as marshal."""
+    payload = _MARSHAL_CALL_TUPLE + marshal.dumps(object_id, _MARSHAL_VERSION) + tail
+    return protocol.SendingMessage(protocol.MSG_INVOKE, 0, seq, _MARSHAL_ID, payload).data
 
 
 class Reply(t.NamedTuple):

@@ -4,6 +4,7 @@ Which events reach whom: exact and pattern subscriptions, case folding,
 unsubscribe, one copy per subject, multi-subject publish, transient events,
 plain Pyro callback objects, and argument errors.
 """
+import logging
 import queue
 import threading
 import time
@@ -12,6 +13,7 @@ import pytest
 from Pyro5 import api as pyro
 
 import eventservice
+import eventservice.delivery
 from conftest import WAIT, Collector
 
 pytestmark = pytest.mark.network
@@ -396,3 +398,57 @@ def test_bad_arguments_through_raw_proxy_keep_exception_types(es, collectors):
         service.subscribe("A", callback)
         assert service.publish("A", "works") == 1
     assert messages(subscriber.take(1)) == ["works"]
+
+
+# -- connecting ----------------------------------------------------------------------
+
+
+def test_es_connects_at_subscribe_time_not_at_the_first_event(es, collectors):
+    """The first event need not wait for a connect: the ES connects as soon as someone subscribes."""
+    subscriber = collectors()
+    subscriber.subscribe("EAGER")
+    deadline = time.monotonic() + WAIT
+    while es.service.stats()["connected"] != 1:
+        assert time.monotonic() < deadline, f"no connection to the new subscriber: {es.service.stats()}"
+        time.sleep(0.01)
+    assert es.service.stats()["delivered"] == 0
+    assert eventservice.Publisher().publish("EAGER", 1) == 1
+    assert messages(subscriber.take(1)) == [1]
+
+
+def wait_for_connects(running):
+    deadline = time.monotonic() + WAIT
+    while running.service.stats()["connecting"]:
+        assert time.monotonic() < deadline, f"connects still going on: {running.service.stats()}"
+        time.sleep(0.01)
+
+
+def test_subscriber_not_listening_yet_is_kept_and_served_once_it_listens(es, collectors, monkeypatch):
+    """A connect at subscribe time to a subscriber that does not listen yet gives up quietly; the
+    subscriber stays subscribed, and events published before and after its listen() all arrive."""
+    monkeypatch.setattr(eventservice.delivery, "EAGER_CONNECT_SECONDS", 0.2)
+    subscriber = collectors(listen=False)
+    subscriber.subscribe("LATE")
+    wait_for_connects(es)  # the early connect ran out of time
+    stats = es.service.stats()
+    assert (stats["subscribers"], stats["connected"]) == (1, 0), stats
+    publisher = eventservice.Publisher()
+    assert publisher.publish("LATE", "before listen") == 1
+    subscriber.listenInThread()
+    assert publisher.publish("LATE", "after listen") == 1
+    assert messages(subscriber.take(2)) == ["before listen", "after listen"]
+
+
+def test_event_published_while_the_early_connect_fails_is_delivered(es, collectors, monkeypatch, caplog):
+    """Events that arrive while the subscribe-time connect is still trying are not stranded when it fails."""
+    monkeypatch.setattr(eventservice.delivery, "EAGER_CONNECT_SECONDS", 0.5)
+    caplog.set_level(logging.DEBUG, logger="eventservice.delivery")
+    subscriber = collectors(listen=False)
+    subscriber.subscribe("LATE")
+    assert eventservice.Publisher().publish("LATE", "early") == 1  # queued while the early connect waits
+    deadline = time.monotonic() + WAIT
+    while not any("not reachable yet" in record.getMessage() for record in caplog.records):
+        assert time.monotonic() < deadline, "the early connect did not give up"
+        time.sleep(0.01)
+    subscriber.listenInThread()
+    assert messages(subscriber.take(1)) == ["early"]

@@ -1,13 +1,14 @@
 """Unit tests for eventservice.wire: requests Pyro5 daemons understand, replies read in pieces."""
 from __future__ import annotations
 
+import marshal
 import struct
 
 import pytest
 from Pyro5 import config as pyro_config
 from Pyro5 import errors, protocol, serializers
 
-from eventservice.wire import HEADER_SIZE, Reply, ReplyReader, encode_call
+from eventservice.wire import HEADER_SIZE, Reply, ReplyReader, encode_call, encode_marshal_call, marshal_call_tail
 
 
 def reply_bytes(value, seq: int = 7, flags: int = 0, serializer: str = "marshal",
@@ -25,6 +26,30 @@ def test_encoded_call_is_what_a_pyro5_daemon_reads(serializer):
     object_id, method, args, kwargs = serializers.serializers_by_id[message.serializer_id].loadsCall(message.data)
     assert (object_id, method, kwargs) == ("obj_42", "events", {})
     assert [list(item) for item in args[0]] == [list(item) for item in batch]
+
+
+BATCHES = [
+    [],
+    [("STOCKQUOTE.SUN", (1, 2.5, "SUN", 123.45), 1700000000.25)],
+    [("straße.NEWS", {"k": [None, True, b"raw", 1j, frozenset({1})]}, 1.0)] * 3,
+    [("S", "x" * 70000, 2.0), ("S\ud800", (), 3.0)],  # long string; a lone surrogate
+]
+
+
+@pytest.mark.parametrize("batch", BATCHES)
+def test_shared_marshal_tail_is_the_call_pyro5_would_read(batch):
+    """One marshalled tail, prefixed per object, decodes exactly as Pyro5's own marshal call would."""
+    data = encode_marshal_call("obj_7", marshal_call_tail("events", [batch]), seq=65535)
+    message = protocol.ReceivingMessage(data[:HEADER_SIZE], data[HEADER_SIZE:])
+    assert (message.seq, message.serializer_id) == (65535, serializers.serializers["marshal"].serializer_id)
+    assert serializers.serializers["marshal"].loadsCall(message.data) == ("obj_7", "events", [batch], {})
+    # the concatenation is marshal's own encoding of the tuple (format version 2 has no back-references)
+    assert message.data == marshal.dumps(("obj_7", "events", [batch], {}), 2)
+
+
+def test_marshal_tail_refuses_what_marshal_cannot_carry():
+    with pytest.raises(ValueError):
+        marshal_call_tail("events", [[("S", object(), 1.0)]])
 
 
 def test_batch_call_sets_the_batch_flag():
