@@ -177,37 +177,47 @@ class Dispatcher:
 
     # -- publishing ------------------------------------------------------
 
-    def post(self, key: str, event: WireEvent) -> Mailbox | None:
-        """Queue ``event`` for ``key`` without blocking; the mailbox if queued, None if not.
+    def post(self, keys: c.Iterable[str], event: WireEvent, over_full: list[Mailbox]) -> int:
+        """Queue ``event`` for each of ``keys`` without blocking; how many queued it.
 
-        Under the blocking policy the event is queued even when the mailbox is
-        full, so the accepted order holds; the caller then ``wait_for_room``
-        (after releasing its own locks) for mailboxes that ``is_over_full``.
+        Under the blocking policy the event is queued even when a mailbox is
+        full, so the accepted order holds; such mailboxes are added to
+        ``over_full``, for the caller to ``wait_for_room`` once it released its
+        own locks. Under the drop policy the event is dropped for them.
         """
-        mailbox = self._mailboxes.get(key)
-        if mailbox is None:
-            return None
-        settings = self._settings
-        with mailbox.condition:
-            if mailbox.closed:
-                return None
-            if len(mailbox.events) >= settings.queuesize and not settings.blockqueue:
-                mailbox.dropped += 1
-                self.dropped += 1
-                if mailbox.dropped == 1 or mailbox.dropped % 1000 == 0:
-                    log.warning("queue of subscriber %s is full (%d events): dropped %d events so far",
-                                key, settings.queuesize, mailbox.dropped)
-                return None
-            mailbox.events.append(event)
-            if not mailbox.scheduled:
-                mailbox.scheduled = True
-                self._ready.append(mailbox)
-                self._wake()
-        return mailbox
+        mailboxes = self._mailboxes
+        limit = self._settings.queuesize
+        blocking = self._settings.blockqueue
+        ready = self._ready
+        queued = 0
+        for key in keys:
+            mailbox = mailboxes.get(key)
+            if mailbox is None:
+                continue
+            with mailbox.condition:
+                if mailbox.closed:
+                    continue
+                events = mailbox.events
+                if len(events) >= limit:
+                    if not blocking:
+                        self._drop_for(mailbox)
+                        continue
+                    over_full.append(mailbox)
+                events.append(event)
+                if not mailbox.scheduled:
+                    mailbox.scheduled = True
+                    ready.append(mailbox)
+            queued += 1
+        if ready:
+            self._wake()
+        return queued
 
-    def is_over_full(self, mailbox: Mailbox) -> bool:
-        """True if ``mailbox`` holds more than its size (only possible under the blocking policy)."""
-        return len(mailbox.events) > self._settings.queuesize
+    def _drop_for(self, mailbox: Mailbox) -> None:
+        mailbox.dropped += 1
+        self.dropped += 1
+        if mailbox.dropped == 1 or mailbox.dropped % 1000 == 0:
+            log.warning("queue of subscriber %s is full (%d events): dropped %d events so far",
+                        mailbox.key, self._settings.queuesize, mailbox.dropped)
 
     def wait_for_room(self, mailboxes: c.Iterable[Mailbox]) -> None:
         """Block until each mailbox is back within its size (or closed)."""

@@ -175,24 +175,16 @@ class EventService:
         """
         match = self._index.match
         matched = [(message, [(subject, match(subject)) for subject in subjects]) for subjects, message in items]
-        full = []
+        full: list[t.Any] = []
         queued = 0
         post = self._dispatcher.post
-        is_over_full = self._dispatcher.is_over_full
         with self._accept_lock:
             for message, subject_keys in matched:
                 stamp = max(time.time(), self._last_time)  # never backwards within one subscriber's stream
                 self._last_time = stamp
                 for subject, keys in subject_keys:
-                    if not keys:
-                        continue
-                    event = (subject, message, stamp)
-                    for key in keys:
-                        mailbox = post(key, event)
-                        if mailbox is not None:
-                            queued += 1
-                            if is_over_full(mailbox):
-                                full.append(mailbox)
+                    if keys:
+                        queued += post(keys, (subject, message, stamp), full)
                 self.published += 1
         if full:
             self._dispatcher.wait_for_room(full)
