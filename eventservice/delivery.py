@@ -7,8 +7,10 @@ the request of every ready subscriber, then handles each reply as it arrives
 (a selector over the subscribers' connections, see :mod:`.wire`). A
 subscriber has one call in flight at a time, so events reach it in the order
 they were accepted, and a busy subscriber gets bigger batches instead of more
-calls (adaptive batching). A slow or hung subscriber holds only its own call,
-for at most ``delivery_timeout``; the ES never runs a thread per subscriber.
+calls (adaptive batching; under sustained load, deliveries also wait up to
+``linger`` seconds so that each call carries more). A slow or hung subscriber
+holds only its own call, for at most ``delivery_timeout``; the ES never runs a
+thread per subscriber.
 
 Connecting (TCP connect, passphrase handshake, metadata) blocks, so it runs
 in connector threads (up to ``connectors``) that hand the connection to the loop.
@@ -151,10 +153,11 @@ class Dispatcher:
             if mailbox is not None:
                 return mailbox
             mailbox = self._mailboxes[key] = Mailbox(key, uri)
-        # connect now, so the first event does not wait for it; a subscriber not listening yet is no error
+        # connect now (and have the loop running), so the first event waits for neither
         with mailbox.condition:
             mailbox.scheduled = True
         self._start_connecting(mailbox, eager=True)
+        self._wake()
         return mailbox
 
     def close(self, key: str) -> bool:

@@ -47,9 +47,11 @@ def test_non_numeric_values_exit_two(capsys, args):
 def test_parser_maps_options_to_settings_names():
     """The parser stores the options under the names main() hands to the starter and settings."""
     options = server._parser().parse_args(["-n", "10.0.0.1", "-p", "7766", "-N", "-i", "pw", "--ns",
-                                           "--queuesize", "5", "--full-queue", "drop", "--connectors", "3"])
+                                           "--queuesize", "5", "--full-queue", "drop", "--connectors", "3",
+                                           "--linger", "0"])
     assert (options.hostname, options.port, options.use_ns, options.identification) == ("10.0.0.1", 7766, False, "pw")
     assert (options.embedded_ns, options.queuesize, options.full_queue, options.connectors) == (True, 5, "drop", 3)
+    assert options.linger == 0
     defaults = server._parser().parse_args([])
     assert (defaults.hostname, defaults.port, defaults.use_ns, defaults.embedded_ns) == ("", 0, True, False)
     assert (defaults.identification, defaults.queuesize, defaults.full_queue) == (None, None, None)
@@ -58,4 +60,7 @@ def test_parser_maps_options_to_settings_names():
 def test_invalid_setting_reports_and_returns_one(capsys):
     """A setting refused by the settings validation makes main() print 'cannot start' and return 1."""
     assert server.main(["--queuesize", "0", "-N"]) == 1
-    assert "cannot start" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "cannot start" in err and "queuesize" in err
+    assert server.main(["--linger", "-1", "-N"]) == 1
+    assert "linger" in capsys.readouterr().err
