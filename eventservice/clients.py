@@ -19,7 +19,7 @@ from Pyro5 import config as pyro_config
 from Pyro5 import core, errors, serializers
 from Pyro5.server import expose
 
-from . import auth, naming
+from . import auth, naming, wire
 from .daemon import GuardedDaemon
 from .event import Event
 from .subjects import as_texts
@@ -43,6 +43,7 @@ class _Client:
         self._ns_location = (nsHost, nsPort)
         self._es_lock = threading.RLock()
         self._es = naming.es_proxy(esURI, self._authenticator, *self._ns_location)
+        self._seq = 0  # of the calls on self._es
 
     def getES(self) -> t.Any:
         """A new proxy to the Event Service, owned by the calling thread."""
@@ -55,19 +56,28 @@ class _Client:
         """
         with self._es_lock:
             self._es._pyroClaimOwnership()
-            self._es._pyroSerializer = serializer
             try:
-                return getattr(self._es, method)(*args)
+                return self._invoke(method, args, serializer)
             except errors.CommunicationError as error:  # lost or refused connection: the ES may have restarted
                 if isinstance(error, (errors.TimeoutError, auth.PassphraseError)):
                     raise
                 log.info("Event Service connection failed (%s); looking it up again", error)
                 self._reconnect()
-                self._es._pyroSerializer = serializer
-                return getattr(self._es, method)(*args)
+                return self._invoke(method, args, serializer)
             finally:
                 if not keep_connection:
                     self._es._pyroRelease()
+
+    def _invoke(self, method: str, args: tuple[t.Any, ...], serializer: str | None) -> t.Any:
+        es = self._es
+        if es._pyroConnection is None:
+            es._pyroBind()  # connects and proves the passphrase
+        self._seq = (self._seq + 1) & 0xFFFF
+        try:
+            return wire.call(es._pyroConnection, method, args, serializer or pyro_config.SERIALIZER, self._seq)
+        except (errors.CommunicationError, KeyboardInterrupt):
+            es._pyroRelease()  # a reply that comes late must not answer the next call
+            raise
 
     def _reconnect(self) -> None:
         self._es._pyroRelease()

@@ -40,7 +40,7 @@ from Pyro5 import config, core, errors
 
 from .config import Settings
 from .event import Event
-from .wire import Reply, ReplyReader, encode_call, encode_marshal_call, marshal_call_tail
+from .wire import READ_SIZE, Reply, ReplyReader, encode_call, encode_marshal_call, marshal_call_tail
 
 __all__ = ["Dispatcher", "Mailbox", "WireEvent"]
 
@@ -50,8 +50,6 @@ log = logging.getLogger("eventservice.delivery")
 IDLE_SECONDS = 5.0
 #: longest time between two looks for calls past their delivery timeout
 EXPIRY_CHECK_SECONDS = 0.5
-#: bytes asked of a subscriber's socket per read (replies are small)
-READ_SIZE = 65536
 #: how long a connect at subscribe time may take before it is left to the first event
 EAGER_CONNECT_SECONDS = 2.0
 #: longest a round of calls holds back the next one (see Dispatcher._run)
@@ -270,11 +268,13 @@ class Dispatcher:
                     self._round_started = now
                     round_ends = now + ROUND_SECONDS
                     self._start_ready_calls()
-                    # under sustained load (rounds carry more than an event per call) rounds keep a minimum
-                    # spacing, so batches grow; one late round is no load
+                    # under sustained fan-out load (rounds of several calls, each carrying more than an event)
+                    # rounds keep a minimum spacing, so batches grow; one late round is no load. A lone
+                    # subscriber keeps up without it, and the bursts would only delay the publishers' replies
                     if self._round_pending:
                         self._load = (self._load + self._round_events / self._round_pending) / 2
-                    self._linger = self._settings.linger if self._load > 1.5 else 0.0
+                    busy = self._load > 1.5 and self._round_pending > 1
+                    self._linger = self._settings.linger if busy else 0.0
                     next_round = max(round_ends, now + self._linger)
                 if self._closing:
                     self._drop_closed()

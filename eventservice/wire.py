@@ -1,21 +1,27 @@
-"""Pyro5 calls without a blocking proxy: encode a request, read its reply as bytes arrive.
+"""Pyro5 calls on a connection a proxy opened: encode a request, read its reply as bytes arrive.
 
 The dispatcher keeps one call in flight per subscriber and many subscribers in
 flight at once, from one thread; a Pyro5 ``Proxy`` call would hold a thread
-until its reply came. These helpers speak the same wire protocol
-(``Pyro5.protocol``) on a connection that a proxy opened and handshook.
+until its reply came. The skeletons' calls to the ES (:func:`call`) skip the
+proxy's per-call bookkeeping and read a small reply in one system call
+instead of three: a publish round trip is the ES's unit of work. Both speak
+Pyro5's wire protocol (``Pyro5.protocol``); connecting and the handshake stay
+the proxy's.
 """
 from __future__ import annotations
 
 import marshal
+import socket
 import typing as t
 
 from Pyro5 import errors, protocol, serializers
 
-__all__ = ["HEADER_SIZE", "Reply", "ReplyReader", "encode_call", "encode_marshal_call", "marshal_call_tail"]
+__all__ = ["HEADER_SIZE", "Reply", "ReplyReader", "call", "encode_call", "encode_marshal_call", "marshal_call_tail"]
 
 #: bytes in a Pyro5 message header (fixed by the protocol)
 HEADER_SIZE: int = protocol._header_size
+#: bytes asked of a socket per read (replies are small)
+READ_SIZE = 65536
 
 # marshal format version 2 has no back-references, so separately marshalled values concatenate into the
 # marshalled tuple of them: b"(" + 4-byte little-endian length + each item (a unit test holds this)
@@ -103,3 +109,33 @@ class ReplyReader:
         if serializer is None:
             raise errors.ProtocolError(f"unknown serializer {header.serializer_id} in reply")
         return Reply(header.seq, serializer.loads(header.data), bool(header.flags & protocol.FLAGS_EXCEPTION))
+
+
+def call(connection: t.Any, method: str, args: tuple[t.Any, ...], serializer_name: str, seq: int) -> t.Any:
+    """Call ``method(*args)`` over a proxy's open ``connection`` and wait for the result.
+
+    Does what ``Proxy._pyroInvoke`` does for a plain call: returns the result,
+    raises the exception the remote method raised, and raises Pyro5's
+    ``TimeoutError`` or ``ConnectionClosedError`` when the connection fails
+    (the caller must then drop it: a late reply would answer the next call).
+    """
+    connection.send(encode_call(connection.objectId, method, args, serializer_name, seq))  # Pyro5's errors
+    sock = connection.sock
+    reader = ReplyReader()
+    while True:
+        try:
+            chunk = sock.recv(READ_SIZE)
+        except socket.timeout:
+            raise errors.TimeoutError("receiving: timeout") from None
+        except OSError as error:
+            raise errors.ConnectionClosedError(f"receiving: connection lost: {error}") from None
+        if not chunk:
+            raise errors.ConnectionClosedError("receiving: connection lost")
+        reply = reader.feed(chunk)
+        if reply is not None:
+            break
+    if reply.seq != seq:
+        raise errors.ProtocolError(f"reply sequence out of sync: got {reply.seq}, expected {seq}")
+    if reply.raised:
+        raise reply.value
+    return reply.value
