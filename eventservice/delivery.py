@@ -29,6 +29,7 @@ import collections
 import collections.abc as c
 import errno
 import logging
+import marshal
 import selectors
 import socket
 import ssl
@@ -60,18 +61,21 @@ _WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSL
 #: an accepted event as queued and sent to batch-aware subscribers: (subject, msg, time)
 WireEvent = tuple[str, t.Any, float]
 
+#: how a subscriber takes events, best first: one marshalled batch (bytes), a batch, one event per call
+MARSHALLED_BATCH, BATCH, PLAIN_CALLBACK = "marshalled_events", "events", "event"
+
 
 class Mailbox:
     """One subscriber's queue, connection and call in flight."""
 
-    __slots__ = ("key", "uri", "batch_aware", "events", "condition", "scheduled", "closed", "proxy",
+    __slots__ = ("key", "uri", "method", "events", "condition", "scheduled", "closed", "proxy",
                  "delivered", "dropped", "reconnected",
                  "seq", "batch", "sock", "outgoing", "writing", "reply", "deadline", "round")
 
     def __init__(self, key: str, uri: t.Any) -> None:
         self.key = key
         self.uri = uri
-        self.batch_aware = False  # learnt from the subscriber's metadata when connecting
+        self.method = PLAIN_CALLBACK  # how the subscriber takes events: learnt from its metadata when connecting
         self.events: collections.deque[WireEvent] = collections.deque()
         self.condition = threading.Condition(threading.Lock())
         self.scheduled = False  # waiting for, or held by, the delivery loop or a connector
@@ -129,7 +133,7 @@ class Dispatcher:
         self._round_started = 0.0
         self._linger = 0.0
         self._load = 1.0  # events per call, averaged over the last rounds
-        self._marshalled: dict[tuple[int, ...], bytes] = {}  # batch -> its marshalled call, while starting a round
+        self._marshalled: dict[tuple[t.Any, ...], bytes] = {}  # batch -> its marshalled call, while starting a round
         self._selector = selectors.DefaultSelector()
         self._wake_receiver, self._wake_sender = socket.socketpair()
         self._wake_receiver.setblocking(False)
@@ -365,14 +369,16 @@ class Dispatcher:
         mailbox.seq = (mailbox.seq + 1) & 0xFFFF
         while True:
             try:
-                if mailbox.batch_aware:
+                if mailbox.method != PLAIN_CALLBACK:
                     try:
                         # marshal keeps what the ES holds (tuples stay tuples) and is Pyro5's fastest serializer;
-                        # subscribers of the same events in one round share one marshalled batch
-                        key = tuple(map(id, batch))
+                        # subscribers of the same events in one round share one marshalled batch. Sent as bytes
+                        # (to the Subscriber skeleton), it also spares the receiver Pyro5's walk through the batch
+                        key = (mailbox.method, *map(id, batch))
                         tail = self._marshalled.get(key)
                         if tail is None:
-                            tail = self._marshalled[key] = marshal_call_tail("events", [batch])
+                            args = [marshal.dumps(batch)] if mailbox.method == MARSHALLED_BATCH else [batch]
+                            tail = self._marshalled[key] = marshal_call_tail(mailbox.method, args)
                         request = encode_marshal_call(object_id, tail, mailbox.seq)
                     except (TypeError, ValueError):
                         # but it carries only plain values below the top level: a message holding a
@@ -450,7 +456,7 @@ class Dispatcher:
             error = errors.ProtocolError(f"reply sequence out of sync: {reply.seq} for {mailbox.seq}")
         elif reply.raised:
             error = reply.value
-        elif not mailbox.batch_aware and reply.value and isinstance(reply.value[-1], core._ExceptionWrapper):
+        elif mailbox.method == PLAIN_CALLBACK and reply.value and isinstance(reply.value[-1], core._ExceptionWrapper):
             error = reply.value[-1].exception  # a Pyro5 batch stops at the first event() that raised
             handled = len(reply.value)
             mailbox.put_back(batch[handled:])
@@ -460,7 +466,7 @@ class Dispatcher:
         else:
             if error is not None:
                 log.warning("subscriber %s raised %r from %s; continuing", mailbox.key, error,
-                            "events()" if mailbox.batch_aware else "event()")
+                            f"{mailbox.method}()")
             mailbox.reconnected = False
             mailbox.delivered += handled
         self._after_call(mailbox)
@@ -579,7 +585,8 @@ class Dispatcher:
                 log.exception("unexpected error connecting to subscriber %s", mailbox.key)
                 proxy._pyroRelease()
             else:
-                mailbox.batch_aware = "events" in proxy._pyroMethods
+                methods = proxy._pyroMethods
+                mailbox.method = next((name for name in (MARSHALLED_BATCH, BATCH) if name in methods), PLAIN_CALLBACK)
                 mailbox.proxy = proxy
         with mailbox.condition:
             retry = eager and mailbox.proxy is None and mailbox.events and not mailbox.closed

@@ -452,3 +452,16 @@ def test_event_published_while_the_early_connect_fails_is_delivered(es, collecto
         time.sleep(0.01)
     subscriber.listenInThread()
     assert messages(subscriber.take(1)) == ["early"]
+
+
+def test_malformed_marshalled_batch_is_refused_and_the_subscriber_goes_on(es, collectors):
+    """The skeleton's fast-path method refuses what is not a marshalled batch, with a clear error."""
+    subscriber = collectors()
+    subscriber.subscribe("FAST")
+    with pyro.Proxy(subscriber._callback._pyroUri) as sink:
+        with pytest.raises(TypeError, match="bytes"):
+            sink.marshalled_events("not bytes")
+        with pytest.raises((ValueError, EOFError, TypeError)):
+            sink.marshalled_events(b"\xff\x00garbage")
+    assert eventservice.Publisher().publish("FAST", ("still", "served")) == 1
+    assert messages(subscriber.take(1)) == [("still", "served")]
