@@ -16,7 +16,8 @@ import typing as t
 
 from Pyro5 import errors, protocol, serializers
 
-__all__ = ["HEADER_SIZE", "Reply", "ReplyReader", "call", "encode_call", "encode_marshal_call", "marshal_call_tail"]
+__all__ = ["HEADER_SIZE", "Reply", "ReplyReader", "call", "encode_call", "encode_marshal_call", "encode_result",
+           "marshal_call_tail", "marshalled_call", "receive_request"]
 
 #: bytes in a Pyro5 message header (fixed by the protocol)
 HEADER_SIZE: int = protocol._header_size
@@ -29,6 +30,7 @@ _MARSHAL_VERSION = 2
 _MARSHAL_CALL_TUPLE = b"(" + (4).to_bytes(4, "little")
 _MARSHAL_NO_KWARGS = marshal.dumps({}, _MARSHAL_VERSION)
 _MARSHAL_ID = serializers.serializers["marshal"].serializer_id
+_MARSHAL_NONE = marshal.dumps(None)
 
 
 def encode_call(object_id: str, method: str, args: tuple[t.Any, ...], serializer_name: str, seq: int,
@@ -139,3 +141,37 @@ def call(connection: t.Any, method: str, args: tuple[t.Any, ...], serializer_nam
     if reply.raised:
         raise reply.value
     return reply.value
+
+
+def receive_request(connection: t.Any) -> tuple[protocol.ReceivingMessage, bytes]:
+    """The next request on a daemon's client connection, parsed, and its bytes as they came.
+
+    Reads as Pyro5's daemon does (a bad start is refused before more is read)
+    and raises what it raises.
+    """
+    start = connection.recv(6)
+    protocol.ReceivingMessage.validate(start)
+    header = start + connection.recv(HEADER_SIZE - 6)
+    message = protocol.ReceivingMessage(header)
+    payload = connection.recv(message.annotations_size + message.data_size)
+    raw = header + payload
+    message.add_payload(payload)
+    return message, raw
+
+
+def marshalled_call(message: protocol.ReceivingMessage) -> tuple[str, str, list[t.Any]] | None:
+    """(object id, method, arguments) of a plain, marshalled two-way call without keyword arguments; else None."""
+    if message.type != protocol.MSG_INVOKE or message.flags or message.serializer_id != _MARSHAL_ID:
+        return None
+    try:
+        object_id, method, args, kwargs = marshal.loads(message.data)
+    except (ValueError, EOFError, TypeError):
+        return None  # Pyro5 reports it
+    if kwargs or not isinstance(args, (list, tuple)):
+        return None
+    return object_id, method, list(args)
+
+
+def encode_result(seq: int) -> bytes:
+    """The wire bytes of a marshalled None result: what a call that returns nothing answers."""
+    return protocol.SendingMessage(protocol.MSG_RESULT, 0, seq, _MARSHAL_ID, _MARSHAL_NONE).data
