@@ -317,51 +317,6 @@ class _EventSink:
         self._subscriber._dispatch((event,))
 
 
-class _SubscriberDaemon(GuardedDaemon):
-    """A Subscriber's daemon: the ES's deliveries take a short path, every other request Pyro5's.
-
-    A delivery is the subscriber's unit of work; Pyro5's general handling of a
-    call (correlation ids, peer lookup, walking the arguments for classes to
-    rebuild, stream checks) costs more than the delivery itself.
-    """
-
-    sink: _EventSink | None = None
-    sink_id: str | None = None
-
-    def handleRequest(self, conn: t.Any) -> None:
-        message, raw = wire.receive_request(conn)
-        call = wire.marshalled_call(message) if self.sink is not None else None
-        if call is None or call[:2] != (self.sink_id, "marshalled_events") or len(call[2]) != 1:
-            super().handleRequest(_Replayed(conn, raw))  # Pyro5 reads the request again from what came
-            return
-        try:
-            self.sink.marshalled_events(call[2][0])  # type: ignore[union-attr]
-        except Exception as error:
-            traceback = errors.format_traceback(detailed=pyro_config.DETAILED_TRACEBACK)
-            self._sendExceptionResponse(conn, message.seq, message.serializer_id, error, traceback)
-            if isinstance(error, (errors.CommunicationError, errors.SecurityError)):
-                raise  # as Pyro5 does: the connection ends
-            return
-        conn.send(wire.encode_result(message.seq))
-
-
-class _Replayed:
-    """A daemon connection whose next request was read already: reads return those bytes first."""
-
-    def __init__(self, connection: t.Any, data: bytes) -> None:
-        self._connection = connection
-        self._pending = data
-
-    def recv(self, size: int) -> bytes:
-        if not self._pending:
-            return self._connection.recv(size)
-        chunk, self._pending = self._pending[:size], self._pending[size:]
-        return chunk if len(chunk) == size else chunk + self._connection.recv(size - len(chunk))
-
-    def __getattr__(self, name: str) -> t.Any:
-        return getattr(self._connection, name)
-
-
 class Subscriber(_Client):
     """Receives events: subclass it and override ``event(event)``.
 
@@ -553,12 +508,12 @@ class Subscriber(_Client):
             previous = pyro_config.SERVERTYPE
             pyro_config.SERVERTYPE = "thread" if self._threaded else "multiplex"
             try:
-                daemon = _SubscriberDaemon(host, port, authenticator=self._authenticator)
+                daemon = GuardedDaemon(host, port, authenticator=self._authenticator)
             finally:
                 pyro_config.SERVERTYPE = previous
         uri = daemon.register(self._sink, self._object_id)
-        self._object_id = daemon.sink_id = uri.object
-        daemon.sink = self._sink
+        self._object_id = uri.object
+        daemon.serve_directly(uri.object, "marshalled_events", self._sink.marshalled_events)  # the ES's deliveries
         self._callback = daemon.proxyFor(self._sink)
         return daemon
 

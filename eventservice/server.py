@@ -120,6 +120,8 @@ class EventServiceStarter:
             self.service = EventService(self.settings, self.authenticator)
             self.daemon = GuardedDaemon(host, port or 0, authenticator=self.authenticator, idle_timeout=self.settings.idle_timeout)
             self.uri = self.daemon.register(self.service, EVENTSERVER_NAME)
+            for method in ("publish", "publishBatch"):  # the skeletons' marshalled publishes
+                self.daemon.serve_directly(EVENTSERVER_NAME, method, getattr(self.service, method))
             if useNameServer:
                 with naming.locate_ns(nsHost, nsPort, self.authenticator) as ns:
                     ns.register(EVENTSERVER_NAME, self.uri)

@@ -172,6 +172,7 @@ def marshalled_call(message: protocol.ReceivingMessage) -> tuple[str, str, list[
     return object_id, method, list(args)
 
 
-def encode_result(seq: int) -> bytes:
-    """The wire bytes of a marshalled None result: what a call that returns nothing answers."""
-    return protocol.SendingMessage(protocol.MSG_RESULT, 0, seq, _MARSHAL_ID, _MARSHAL_NONE).data
+def encode_result(seq: int, value: t.Any) -> bytes:
+    """The wire bytes of the marshalled result ``value`` of call ``seq`` (ValueError if marshal cannot carry it)."""
+    data = _MARSHAL_NONE if value is None else marshal.dumps(value)
+    return protocol.SendingMessage(protocol.MSG_RESULT, 0, seq, _MARSHAL_ID, data).data

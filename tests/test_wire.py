@@ -8,7 +8,8 @@ import pytest
 from Pyro5 import config as pyro_config
 from Pyro5 import errors, protocol, serializers
 
-from eventservice.wire import HEADER_SIZE, Reply, ReplyReader, encode_call, encode_marshal_call, marshal_call_tail
+from eventservice.wire import (HEADER_SIZE, Reply, ReplyReader, encode_call, encode_marshal_call, encode_result,
+                                marshal_call_tail, marshalled_call, receive_request)
 
 
 def reply_bytes(value, seq: int = 7, flags: int = 0, serializer: str = "marshal",
@@ -108,3 +109,48 @@ def test_huge_announced_size_is_refused_from_the_header_alone():
     struct.pack_into("!I", header, 0x0C, pyro_config.MAX_MESSAGE_SIZE + 1)  # the data length field
     with pytest.raises(errors.ProtocolError, match="too large"):
         ReplyReader().feed(bytes(header))
+
+
+class Chunks:
+    """A stand-in for Pyro5's SocketConnection: recv(n) hands out exactly n bytes of a prepared stream."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def recv(self, size: int) -> bytes:
+        if len(self.data) < size:
+            raise errors.ConnectionClosedError("receiving: not enough data")
+        chunk, self.data = self.data[:size], self.data[size:]
+        return chunk
+
+
+def test_request_read_as_pyro5_reads_it_and_its_bytes_kept():
+    request = encode_call("obj", "publish", ("S", (1, 2)), "marshal", seq=5)
+    connection = Chunks(request + b"NEXT")
+    message, raw = receive_request(connection)
+    assert raw == request and connection.data == b"NEXT"  # exactly one request consumed
+    assert marshalled_call(message) == ("obj", "publish", ["S", (1, 2)])
+
+
+def test_request_with_a_bad_start_is_refused_before_reading_on():
+    connection = Chunks(b"GET / HTTP/1.1\r\n\r\n" + b"x" * 100)
+    with pytest.raises(errors.ProtocolError):
+        receive_request(connection)
+    assert len(connection.data) > 50  # it read no further than the first 6 bytes
+
+
+@pytest.mark.parametrize("request_bytes", [
+    encode_call("obj", "publish", ("S", 1), "serpent", seq=1),  # another serializer
+    encode_call("obj", "<batch>", [("publish", ("S", 1), {})], "marshal", seq=1, batch=True),  # a batch
+    protocol.SendingMessage(protocol.MSG_INVOKE, 0, 1, serializers.serializers["marshal"].serializer_id,
+                            marshal.dumps(("obj", "publish", ["S"], {"msg": 1}))).data,  # keyword arguments
+    protocol.SendingMessage(protocol.MSG_PING, 0, 1, 42, b"ping").data,  # not a call
+], ids=["serpent", "batch", "kwargs", "ping"])
+def test_only_plain_marshalled_calls_are_direct(request_bytes):
+    message, _ = receive_request(Chunks(request_bytes))
+    assert marshalled_call(message) is None
+
+
+def test_result_reads_back_as_the_value():
+    assert ReplyReader().feed(encode_result(77, [[0, "ValueError", "bad"]])) == Reply(77, [[0, "ValueError", "bad"]], False)
+    assert ReplyReader().feed(encode_result(78, None)) == Reply(78, None, False)
