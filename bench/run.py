@@ -772,7 +772,7 @@ ROWS = [
     Row("scale", f"next {SOAK_SECONDS:.0f}s @10/s: until all 1000 had it, max, s", "scale.soak_max",
         goal=("<=", 1.0), unit="s"),
     Row("scale", "events that never reached all 1000", "scale.missed_all", goal=("<=", 0), unit="count"),
-    Row("scale", "first event (opens 1000 connections), s", "scale.first_event", unit="s", goal_text="info"),
+    Row("scale", "first event to all 1000 (connected at subscribe), s", "scale.first_event", unit="s", goal_text="info"),
     Row("scale", "ES threads at the end (vs before)", "scale.threads_after", "scale.threads_before", unit="count",
         goal_text=f"bounded: +<={THREAD_GROWTH_LIMIT}", delta=True),
     Row("scale", "ES threads at their peak (vs before)", "scale.threads_peak", "scale.threads_before",

@@ -122,7 +122,7 @@ class Dispatcher:
         self._pool_lock = threading.Lock()
         self._stopped = False
         self.dropped = 0
-        # the delivery loop, started by the first event
+        # the delivery loop, started with the first subscriber
         self._loop: threading.Thread | None = None
         self._ready: collections.deque[Mailbox] = collections.deque()  # mailboxes with events and no call in flight
         self._closing: collections.deque[Mailbox] = collections.deque()  # closed while held by the loop
