@@ -55,6 +55,8 @@ EXPIRY_CHECK_SECONDS = 0.5
 EAGER_CONNECT_SECONDS = 2.0
 #: longest a round of calls holds back the next one (see Dispatcher._run)
 ROUND_SECONDS = 0.001
+#: a pause between rounds this long means the load is over: delivery no longer lingers
+IDLE_ROUND_GAP = 0.1
 
 _WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
@@ -267,6 +269,8 @@ class Dispatcher:
                 round_ends = self._round_started + ROUND_SECONDS
                 next_round = max(round_ends if self._round_pending else 0.0, self._round_started + self._linger)
                 if self._ready and now >= next_round:
+                    if now - self._round_started > IDLE_ROUND_GAP:
+                        self._load = 1.0  # a pause ends any load: what comes next is not a backlog
                     self._round += 1
                     self._round_pending = self._round_events = 0
                     self._round_started = now
