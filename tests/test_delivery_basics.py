@@ -289,6 +289,25 @@ def test_plain_pyro_callback_object_receives_events_in_order(es, plain_daemon):
     assert messages(events) == list(range(20))
 
 
+def test_subscriber_daemon_that_closes_idle_connections_keeps_its_subscription(es, plain_daemon, pyro_settings):
+    """A subscriber's daemon may drop the ES's idle connection (Pyro5's COMMTIMEOUT does): the ES
+    notices, connects again for the next event, and neither loses the event nor drops the subscriber."""
+    pyro_settings.COMMTIMEOUT = 0.3  # read by the daemons when they accept a connection
+    callback = PlainCallback()
+    plain_daemon.register(callback)
+    with eventservice.Publisher().getES() as service:
+        service.subscribe("IDLE", plain_daemon.proxyFor(callback))
+    publisher = eventservice.Publisher()
+    for round_number in range(2):
+        assert publisher.publish("IDLE", round_number) == 1
+        assert messages(callback.take(1)) == [round_number]
+        deadline = time.monotonic() + WAIT
+        while es.service.stats()["connected"]:  # the daemon closed the idle connection, and the ES saw it
+            assert time.monotonic() < deadline, f"the idle connection stayed open: {es.service.stats()}"
+            time.sleep(0.01)
+        assert es.service.stats()["subscribers"] == 1
+
+
 def test_plain_callback_object_is_auto_proxied(es, plain_daemon):
     """Passing the registered object itself (not a proxy) subscribes it too."""
     callback = PlainCallback()

@@ -526,7 +526,12 @@ def test_literal_prefix_is_a_prefix_of_every_matched_subject(data):
     for _ in range(8):
         subject = data.draw(mutated(data.draw(sample, label="sample")), label="subject")
         folded = fold(subject)
-        if compiled.match(subject) is not None:
+        try:
+            # nested quantifiers can backtrack for ages (beyond any test timeout: the C matcher holds the thread)
+            matched = compiled.match(subject, timeout=1.0)
+        except TimeoutError:
+            assume(False)
+        if matched is not None:
             assert folded.startswith(prefix), (pattern, prefix, subject, folded)
 
 
