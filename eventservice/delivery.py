@@ -13,7 +13,7 @@ holds only its own call, for at most ``delivery_timeout``; the ES never runs a
 thread per subscriber.
 
 Connecting (TCP connect, passphrase handshake, metadata) blocks, so it runs
-in connector threads (up to ``connectors``) that hand the connection to the loop.
+in connector threads (:mod:`.connectors`, up to ``connectors``) that hand the connection to the loop.
 
 Subscribers whose object exposes ``events(list)`` (the ``Subscriber``
 skeleton) get one call per batch; plain callback objects get their
@@ -40,6 +40,7 @@ import typing as t
 from Pyro5 import config, core, errors
 
 from .config import Settings
+from .connectors import ConnectorPool
 from .event import Event
 from .wire import READ_SIZE, Reply, ReplyReader, encode_call, encode_marshal_call, marshal_call_tail
 
@@ -47,8 +48,6 @@ __all__ = ["Dispatcher", "Mailbox", "WireEvent"]
 
 log = logging.getLogger("eventservice.delivery")
 
-#: a connector thread idle this long retires
-IDLE_SECONDS = 5.0
 #: longest time between two looks for calls past their delivery timeout
 EXPIRY_CHECK_SECONDS = 0.5
 #: how long a connect at subscribe time may take before it is left to the first event
@@ -142,11 +141,7 @@ class Dispatcher:
         self._wake_sender.setblocking(False)
         self._selector.register(self._wake_receiver, selectors.EVENT_READ, None)
         self._sleeping = False  # the loop waits in select(): wake it through the socket pair
-        # connector threads
-        self._to_connect: collections.deque[tuple[Mailbox, bool]] = collections.deque()  # (mailbox, eager)
-        self._connect_wanted = threading.Condition(threading.Lock())
-        self._connectors: list[threading.Thread] = []
-        self._idle_connectors = 0
+        self._connectors = ConnectorPool(self._connect, settings.connectors)
 
     # -- membership ------------------------------------------------------
 
@@ -540,32 +535,7 @@ class Dispatcher:
     # -- connecting ------------------------------------------------------
 
     def _start_connecting(self, mailbox: Mailbox, eager: bool = False) -> None:
-        with self._connect_wanted:
-            self._to_connect.append((mailbox, eager))
-            if (len(self._to_connect) > self._idle_connectors and len(self._connectors) < self._settings.connectors
-                    and not self._stopped):
-                connector = threading.Thread(target=self._connect_loop, name=f"es-connect-{len(self._connectors) + 1}",
-                                             daemon=True)
-                self._connectors.append(connector)
-                connector.start()
-            else:
-                self._connect_wanted.notify()
-
-    def _connect_loop(self) -> None:
-        while True:
-            with self._connect_wanted:
-                self._idle_connectors += 1
-                while not self._to_connect and not self._stopped:
-                    if not self._connect_wanted.wait(IDLE_SECONDS) and not self._to_connect:
-                        self._idle_connectors -= 1
-                        self._connectors.remove(threading.current_thread())
-                        return
-                self._idle_connectors -= 1
-                if self._stopped:
-                    self._connectors.remove(threading.current_thread())
-                    return
-                mailbox, eager = self._to_connect.popleft()
-            self._connect(mailbox, eager)
+        self._connectors.submit(mailbox, eager)
 
     def _connect(self, mailbox: Mailbox, eager: bool) -> None:
         """Connect to a subscriber (in a connector thread, so slow or not-yet-listening ones hold up nobody).
@@ -629,8 +599,7 @@ class Dispatcher:
         events delivered, connector threads, drops."""
         with self._pool_lock:
             mailboxes = list(self._mailboxes.values())
-        with self._connect_wanted:
-            connecting = len(self._to_connect) + len(self._connectors) - self._idle_connectors
+        connecting = self._connectors.busy()
         return {
             "mailboxes": len(mailboxes),
             "connected": sum(mailbox.proxy is not None for mailbox in mailboxes),
@@ -638,7 +607,7 @@ class Dispatcher:
             "queued": sum(len(mailbox.events) for mailbox in mailboxes),
             "in_flight": len(self._in_flight),
             "delivered": sum(mailbox.delivered for mailbox in mailboxes),
-            "connectors": len(self._connectors),
+            "connectors": self._connectors.size(),
             "dropped": self.dropped,
         }
 
@@ -655,8 +624,7 @@ class Dispatcher:
             pass
         if loop is not None and loop is not threading.current_thread():
             loop.join(timeout)
-        with self._connect_wanted:
-            self._connect_wanted.notify_all()
+        self._connectors.stop()
         if loop is None or not loop.is_alive():
             self._selector.close()
             self._wake_receiver.close()
