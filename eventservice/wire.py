@@ -4,9 +4,11 @@ The dispatcher keeps one call in flight per subscriber and many subscribers in
 flight at once, from one thread; a Pyro5 ``Proxy`` call would hold a thread
 until its reply came. The skeletons' calls to the ES (:func:`call`) skip the
 proxy's per-call bookkeeping and read a small reply in one system call
-instead of three: a publish round trip is the ES's unit of work. Both speak
-Pyro5's wire protocol (``Pyro5.protocol``); connecting and the handshake stay
-the proxy's.
+instead of three: a publish round trip is the ES's unit of work. On the
+serving side, :func:`receive_request`, :func:`marshalled_call` and
+:func:`encode_result` let a daemon answer such calls directly
+(``daemon.DirectCallsMixin``). All of it is Pyro5's wire protocol
+(``Pyro5.protocol``); connecting and the handshake stay Pyro5's.
 """
 from __future__ import annotations
 
