@@ -15,7 +15,7 @@ from Pyro5 import api as pyro
 
 import eventservice
 import eventservice.delivery
-from conftest import WAIT, Collector
+from conftest import WAIT, Collector, wait_until
 
 pytestmark = pytest.mark.network
 
@@ -274,12 +274,18 @@ def test_events_without_subscriber_vanish(es, collectors):
 # -- plain Pyro callback objects ---------------------------------------------
 
 
+def subscribe_plain(daemon, subject: str) -> PlainCallback:
+    """A new PlainCallback in ``daemon``, subscribed to ``subject`` through a proxy."""
+    callback = PlainCallback()
+    daemon.register(callback)
+    with eventservice.Publisher().getES() as service:
+        service.subscribe(subject, daemon.proxyFor(callback))
+    return callback
+
+
 def test_plain_pyro_callback_object_receives_events_in_order(es, plain_daemon):
     """A hand-made Pyro object with event() gets eventservice.Event objects, in order."""
-    callback = PlainCallback()
-    plain_daemon.register(callback)
-    with eventservice.Publisher().getES() as service:
-        service.subscribe("PLAIN", plain_daemon.proxyFor(callback))
+    callback = subscribe_plain(plain_daemon, "PLAIN")
     publisher = eventservice.Publisher()
     for number in range(20):
         assert publisher.publish("PLAIN", number) == 1
@@ -293,18 +299,12 @@ def test_subscriber_daemon_that_closes_idle_connections_keeps_its_subscription(e
     """A subscriber's daemon may drop the ES's idle connection (Pyro5's COMMTIMEOUT does): the ES
     notices, connects again for the next event, and neither loses the event nor drops the subscriber."""
     pyro_settings.COMMTIMEOUT = 0.3  # read by the daemons when they accept a connection
-    callback = PlainCallback()
-    plain_daemon.register(callback)
-    with eventservice.Publisher().getES() as service:
-        service.subscribe("IDLE", plain_daemon.proxyFor(callback))
+    callback = subscribe_plain(plain_daemon, "IDLE")
     publisher = eventservice.Publisher()
     for round_number in range(2):
         assert publisher.publish("IDLE", round_number) == 1
         assert messages(callback.take(1)) == [round_number]
-        deadline = time.monotonic() + WAIT
-        while es.service.stats()["connected"]:  # the daemon closed the idle connection, and the ES saw it
-            assert time.monotonic() < deadline, f"the idle connection stayed open: {es.service.stats()}"
-            time.sleep(0.01)
+        wait_until(lambda: not es.service.stats()["connected"], message="the ES seeing the idle connection closed")
         assert es.service.stats()["subscribers"] == 1
 
 
@@ -320,10 +320,7 @@ def test_plain_callback_object_is_auto_proxied(es, plain_daemon):
 
 def test_plain_callback_exception_does_not_stop_later_events(es, plain_daemon):
     """event() raising for one event does not lose the events after it, nor the subscriber."""
-    callback = PlainCallback()
-    plain_daemon.register(callback)
-    with eventservice.Publisher().getES() as service:
-        service.subscribe("PLAIN", plain_daemon.proxyFor(callback))
+    callback = subscribe_plain(plain_daemon, "PLAIN")
     publisher = eventservice.Publisher()
     sent = [1, 2, "boom", 3, "boom", "boom", 4, 5]
     for message in sent:
@@ -427,20 +424,10 @@ def test_es_connects_at_subscribe_time_not_at_the_first_event(es, collectors):
     """The first event need not wait for a connect: the ES connects as soon as someone subscribes."""
     subscriber = collectors()
     subscriber.subscribe("EAGER")
-    deadline = time.monotonic() + WAIT
-    while es.service.stats()["connected"] != 1:
-        assert time.monotonic() < deadline, f"no connection to the new subscriber: {es.service.stats()}"
-        time.sleep(0.01)
+    wait_until(lambda: es.service.stats()["connected"] == 1, message="a connection to the new subscriber")
     assert es.service.stats()["delivered"] == 0
     assert eventservice.Publisher().publish("EAGER", 1) == 1
     assert messages(subscriber.take(1)) == [1]
-
-
-def wait_for_connects(running):
-    deadline = time.monotonic() + WAIT
-    while running.service.stats()["connecting"]:
-        assert time.monotonic() < deadline, f"connects still going on: {running.service.stats()}"
-        time.sleep(0.01)
 
 
 def test_subscriber_not_listening_yet_is_kept_and_served_once_it_listens(es, collectors, monkeypatch):
@@ -449,7 +436,7 @@ def test_subscriber_not_listening_yet_is_kept_and_served_once_it_listens(es, col
     monkeypatch.setattr(eventservice.delivery, "EAGER_CONNECT_SECONDS", 0.2)
     subscriber = collectors(listen=False)
     subscriber.subscribe("LATE")
-    wait_for_connects(es)  # the early connect ran out of time
+    wait_until(lambda: not es.service.stats()["connecting"], message="the early connect running out of time")
     stats = es.service.stats()
     assert (stats["subscribers"], stats["connected"]) == (1, 0), stats
     publisher = eventservice.Publisher()
@@ -466,10 +453,8 @@ def test_event_published_while_the_early_connect_fails_is_delivered(es, collecto
     subscriber = collectors(listen=False)
     subscriber.subscribe("LATE")
     assert eventservice.Publisher().publish("LATE", "early") == 1  # queued while the early connect waits
-    deadline = time.monotonic() + WAIT
-    while not any("not reachable yet" in record.getMessage() for record in caplog.records):
-        assert time.monotonic() < deadline, "the early connect did not give up"
-        time.sleep(0.01)
+    wait_until(lambda: any("not reachable yet" in record.getMessage() for record in caplog.records),
+               message="the early connect giving up")
     subscriber.listenInThread()
     assert messages(subscriber.take(1)) == ["early"]
 
