@@ -35,7 +35,7 @@ _MARSHAL_ID = serializers.serializers["marshal"].serializer_id
 _MARSHAL_NONE = marshal.dumps(None)
 
 
-def encode_call(object_id: str, method: str, args: tuple[t.Any, ...], serializer_name: str, seq: int,
+def encode_call(object_id: str, method: str, args: t.Sequence[t.Any], serializer_name: str, seq: int,
                 batch: bool = False) -> bytes:
     """The wire bytes of a call of ``method(*args)`` on ``object_id`` (a Pyro5 batch call if ``batch``).
 
