@@ -1,7 +1,7 @@
 """Packaging for eventservice: the classic Pyro Event Service on Pyro5."""
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name="eventservice",
@@ -11,13 +11,14 @@ setup(
     long_description_content_type="text/plain",
     license="MIT",
     python_requires=">=3.10",
-    packages=["eventservice"],
+    packages=find_packages(include=["eventservice", "eventservice.*"]),
+    package_data={"eventservice": ["py.typed"]},
     install_requires=["Pyro5>=5.15", "regex>=2023.0"],
     extras_require={
         "test": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6", "msgpack>=1.0", "cryptography>=41"],
         "fast": ["msgpack>=1.0"],
     },
-    entry_points={"console_scripts": ["es=eventservice.server:main"]},
+    entry_points={"console_scripts": ["es=eventservice.server.cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: System :: Networking",

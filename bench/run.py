@@ -63,7 +63,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = Path(__file__).resolve().parent
 
 if "--no-bootstrap" not in sys.argv and not os.environ.get("ES_BENCH_NO_BOOTSTRAP"):
-    sys.path.insert(0, str(ROOT / "bin"))
+    sys.path.insert(0, str(ROOT / "dev"))
     import bootstrap  # noqa: E402
 
     bootstrap.ensure_venv()

@@ -3,15 +3,19 @@
 Publishers call ``publish(subjects, message)``; subscribers receive
 ``Event(subject, msg, time)`` through ``event()``. Subscriptions are by exact
 subject or by regex pattern, both case-insensitive. See README.txt.
+
+The package has four wings, imported one way only:
+``core`` (transport-free) <- ``pyro`` (the one seam to Pyro5) <- ``server`` and ``client``.
 """
-from .auth import PassphraseError
-from .clients import Publisher, Subscriber
-from .config import Settings
-from .event import Event
-from .naming import EVENTSERVER_NAME
-from .server import AlreadyRunningError, EventServiceStarter
-from .service import EventService
-from .tls import use_tls
+import logging
+
+from .client import Publisher, Subscriber
+from .core.config import Settings
+from .core.event import Event
+from .pyro.auth import PassphraseError
+from .pyro.naming import EVENTSERVER_NAME
+from .pyro.tls import use_tls
+from .server import AlreadyRunningError, EventService, EventServiceStarter
 
 __version__ = "1.0.0"
 
@@ -27,3 +31,5 @@ __all__ = [
     "Subscriber",
     "use_tls",
 ]
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -18,7 +18,7 @@ from Pyro5 import config as pyro_config
 from Pyro5 import nameserver as pyro_nameserver
 
 import eventservice
-from eventservice import config as es_config
+from eventservice.core import config as es_config
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCALHOST = "127.0.0.1"

@@ -3,7 +3,7 @@
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bin"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "dev"))
 import bootstrap  # noqa: E402
 
 bootstrap.ensure_venv()

@@ -6,14 +6,14 @@ import types
 import pytest
 from Pyro5 import errors
 
-from eventservice import auth
-from eventservice.auth import Authenticator, PassphraseError
+from eventservice.pyro import auth
+from eventservice.pyro.auth import Authenticator, PassphraseError
 
 HOSTED = {"obj_eventservice"}
 
 
 class FakeClock:
-    """Stands in for the time module inside eventservice.auth."""
+    """Stands in for the time module inside eventservice.pyro.auth."""
 
     def __init__(self, now: float = 1_800_000_000.0) -> None:
         self.now = now

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from eventservice import server
+from eventservice.server import cli as server
 
 
 def test_help_exits_zero_and_lists_options(capsys):

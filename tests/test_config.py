@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from eventservice.config import ENV_PREFIX, Settings, from_environment
+from eventservice.core.config import ENV_PREFIX, Settings, from_environment
 
 
 @pytest.fixture(autouse=True)

@@ -1,11 +1,11 @@
-"""Unit tests for eventservice.connectors: an elastic pool of threads for blocking work."""
+"""Unit tests for eventservice.server.connectors: an elastic pool of threads for blocking work."""
 from __future__ import annotations
 
 import threading
 
 from conftest import WAIT, wait_until
-from eventservice import connectors
-from eventservice.connectors import ConnectorPool
+from eventservice.server import connectors
+from eventservice.server.connectors import ConnectorPool
 
 
 def test_runs_everything_in_order_of_submission_with_one_thread():

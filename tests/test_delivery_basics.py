@@ -14,7 +14,7 @@ import pytest
 from Pyro5 import api as pyro
 
 import eventservice
-import eventservice.delivery
+import eventservice.server.delivery
 from conftest import WAIT, Collector, wait_until
 
 pytestmark = pytest.mark.network
@@ -433,7 +433,7 @@ def test_es_connects_at_subscribe_time_not_at_the_first_event(es, collectors):
 def test_subscriber_not_listening_yet_is_kept_and_served_once_it_listens(es, collectors, monkeypatch):
     """A connect at subscribe time to a subscriber that does not listen yet gives up quietly; the
     subscriber stays subscribed, and events published before and after its listen() all arrive."""
-    monkeypatch.setattr(eventservice.delivery, "EAGER_CONNECT_SECONDS", 0.2)
+    monkeypatch.setattr(eventservice.server.delivery, "EAGER_CONNECT_SECONDS", 0.2)
     subscriber = collectors(listen=False)
     subscriber.subscribe("LATE")
     wait_until(lambda: not es.service.stats()["connecting"], message="the early connect running out of time")
@@ -448,8 +448,8 @@ def test_subscriber_not_listening_yet_is_kept_and_served_once_it_listens(es, col
 
 def test_event_published_while_the_early_connect_fails_is_delivered(es, collectors, monkeypatch, caplog):
     """Events that arrive while the subscribe-time connect is still trying are not stranded when it fails."""
-    monkeypatch.setattr(eventservice.delivery, "EAGER_CONNECT_SECONDS", 0.5)
-    caplog.set_level(logging.DEBUG, logger="eventservice.delivery")
+    monkeypatch.setattr(eventservice.server.delivery, "EAGER_CONNECT_SECONDS", 0.5)
+    caplog.set_level(logging.DEBUG, logger="eventservice.server.delivery")
     subscriber = collectors(listen=False)
     subscriber.subscribe("LATE")
     assert eventservice.Publisher().publish("LATE", "early") == 1  # queued while the early connect waits

@@ -8,7 +8,7 @@ import pytest
 from Pyro5 import serializers
 
 import eventservice
-from eventservice.event import SERIALIZED_CLASS, Event
+from eventservice.core.event import SERIALIZED_CLASS, Event
 
 SERIALIZERS = ["serpent", "json", "marshal", "msgpack"]
 #: a local wall-clock time, as the brief's example: 2026-11-22 18:44:40

@@ -32,7 +32,7 @@ from Pyro5 import errors, protocol, serializers, socketutil
 
 import eventservice
 from conftest import LOCALHOST, WAIT, Collector, read_line, wait_until
-from eventservice.subscriptions import PATTERN_FLAGS
+from eventservice.core.subscriptions import PATTERN_FLAGS
 
 pytestmark = pytest.mark.network
 

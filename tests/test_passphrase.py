@@ -13,8 +13,9 @@ from Pyro5.server import Daemon, expose
 
 import eventservice
 from conftest import LOCALHOST, WAIT, read_line
-from eventservice import PassphraseError, naming
-from eventservice.auth import Authenticator, AuthProxy
+from eventservice import PassphraseError
+from eventservice.pyro import naming
+from eventservice.pyro.auth import Authenticator, AuthProxy
 
 pytestmark = pytest.mark.network
 

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
-from eventservice.subscriptions import PATTERN_FLAGS, SubscriptionIndex, fold, literal_prefix
+from eventservice.core.subscriptions import PATTERN_FLAGS, SubscriptionIndex, fold, literal_prefix
 
 CACHE_ON_OFF = [4096, 0]
 CACHE_IDS = ["cache", "nocache"]

@@ -1,4 +1,4 @@
-"""Unit tests for eventservice.wire: requests Pyro5 daemons understand, replies read in pieces."""
+"""Unit tests for eventservice.pyro.wire: requests Pyro5 daemons understand, replies read in pieces."""
 from __future__ import annotations
 
 import marshal
@@ -8,7 +8,7 @@ import pytest
 from Pyro5 import config as pyro_config
 from Pyro5 import errors, protocol, serializers
 
-from eventservice.wire import (HEADER_SIZE, Reply, ReplyReader, encode_call, encode_marshal_call, encode_result,
+from eventservice.pyro.wire import (HEADER_SIZE, Reply, ReplyReader, encode_call, encode_marshal_call, encode_result,
                                 marshal_call_tail, marshalled_call, receive_request)
 
 

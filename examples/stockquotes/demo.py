@@ -3,7 +3,7 @@
 
     python3 examples/stockquotes/demo.py [--seconds 10]
 
-It first runs bin/bootstrap.py, which re-runs this script inside the project's
+It first runs dev/bootstrap.py, which re-runs this script inside the project's
 .venv (creating it and installing the project on the first run). Then, all in
 this process and on 127.0.0.1: a name server and the Event Service, a market
 publishing quotes, a subscriber following SUN and IBM, and a pattern subscriber
@@ -22,7 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 if os.environ.get("ES_NO_BOOTSTRAP") != "1":
-    sys.path.insert(0, str(ROOT / "bin"))
+    sys.path.insert(0, str(ROOT / "dev"))
     import bootstrap
 
     bootstrap.ensure_venv()

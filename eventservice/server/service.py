@@ -18,16 +18,16 @@ from Pyro5 import core, errors
 from Pyro5.client import Proxy
 from Pyro5.server import _OnewayCallThread, expose
 
-from . import auth
-from .config import Settings
+from ..core.config import Settings
+from ..core.subjects import as_texts
+from ..core.subscriptions import SubscriptionIndex
+from ..pyro import auth
 from .delivery import Dispatcher
 from .patterncheck import PatternChecker
-from .subjects import as_texts
-from .subscriptions import SubscriptionIndex
 
 __all__ = ["EventService", "subscriber_key"]
 
-log = logging.getLogger("eventservice.service")
+log = logging.getLogger(__name__)
 
 
 def subscriber_key(subscriber: t.Any) -> str:

@@ -32,7 +32,7 @@ from Pyro5.client import Proxy
 
 __all__ = ["Authenticator", "AuthProxy", "RefusalAwareProxy", "AuthDaemonMixin", "PassphraseError", "make_proxy"]
 
-log = logging.getLogger("eventservice.auth")
+log = logging.getLogger(__name__)
 
 _PROTOCOL = "eventservice-ident-1"
 _REFUSED = "passphrase refused"

@@ -1,16 +1,13 @@
 """The Event value and how it crosses the wire.
 
 An ``Event`` is what a subscriber receives: the subject as published, the
-message, and the time the Event Service accepted the publish. Importing this
-module registers the class with Pyro5's class-to-dict hooks so events survive
-every Pyro5 serializer (serpent, json, marshal, msgpack).
+message, and the time the Event Service accepted the publish. How it
+crosses the wire is ``pyro.serialization``'s business.
 """
 from __future__ import annotations
 
 import time
 import typing as t
-
-from Pyro5 import api as pyro
 
 __all__ = ["Event", "SERIALIZED_CLASS"]
 
@@ -47,15 +44,3 @@ class Event:
         return (self.subject, self.msg, self.time) == (other.subject, other.msg, other.time)
 
     __hash__ = None  # type: ignore[assignment]  # msg may be mutable
-
-
-def _event_to_dict(event: Event) -> dict[str, t.Any]:
-    return {"__class__": SERIALIZED_CLASS, "subject": event.subject, "msg": event.msg, "time": event.time}
-
-
-def _event_from_dict(classname: str, data: dict[str, t.Any]) -> Event:
-    return Event(data["subject"], data["msg"], data["time"])
-
-
-pyro.register_class_to_dict(Event, _event_to_dict)
-pyro.register_dict_to_class(SERIALIZED_CLASS, _event_from_dict)

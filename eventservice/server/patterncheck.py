@@ -21,7 +21,7 @@ import time
 
 __all__ = ["PatternChecker"]
 
-log = logging.getLogger("eventservice.patterncheck")
+log = logging.getLogger(__name__)
 
 # The helper: announces each pattern's index, compiles it, and reports the
 # first failure, or "ok" for the whole request. A crash leaves the last index

@@ -17,7 +17,7 @@ from Pyro5 import socketutil
 
 __all__ = ["use_tls"]
 
-log = logging.getLogger("eventservice.tls")
+log = logging.getLogger(__name__)
 
 
 def use_tls(

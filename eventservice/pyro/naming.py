@@ -18,7 +18,7 @@ from . import auth
 
 __all__ = ["EVENTSERVER_NAME", "locate_ns", "lookup_es", "es_proxy", "is_alive"]
 
-log = logging.getLogger("eventservice.naming")
+log = logging.getLogger(__name__)
 
 #: the well-known name of the Event Service in the name server
 EVENTSERVER_NAME = "Pyro.EventService"

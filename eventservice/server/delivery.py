@@ -39,14 +39,21 @@ import typing as t
 
 from Pyro5 import config, core, errors
 
-from .config import Settings
+from ..core.config import Settings
+from ..core.event import Event
+from ..pyro.wire import (
+    READ_SIZE,
+    Reply,
+    ReplyReader,
+    encode_call,
+    encode_marshal_call,
+    marshal_call_tail,
+)
 from .connectors import ConnectorPool
-from .event import Event
-from .wire import READ_SIZE, Reply, ReplyReader, encode_call, encode_marshal_call, marshal_call_tail
 
 __all__ = ["Dispatcher", "Mailbox", "WireEvent"]
 
-log = logging.getLogger("eventservice.delivery")
+log = logging.getLogger(__name__)
 
 #: longest time between two looks for calls past their delivery timeout
 EXPIRY_CHECK_SECONDS = 0.5
