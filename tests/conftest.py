@@ -25,6 +25,13 @@ LOCALHOST = "127.0.0.1"
 WAIT = 10.0  # seconds any single expected thing may take before a test fails
 
 
+def flat_stats(stats_or_service) -> dict:
+    """An ES's stats() counters and gauges in one dict (takes the service or its stats())."""
+    stats = stats_or_service if isinstance(stats_or_service, dict) else stats_or_service.stats()
+    assert set(stats) == {"counters", "gauges"}, stats
+    return {**stats["counters"], **stats["gauges"]}
+
+
 def wait_until(predicate, timeout: float = WAIT, interval: float = 0.01, message: str = "condition") -> None:
     """Poll ``predicate`` until true; fail the test after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

@@ -114,3 +114,27 @@ def test_unrelated_environment_variables_are_ignored(monkeypatch):
     monkeypatch.setenv("PYRO_QUEUESIZE", "3")
     monkeypatch.setenv("EVENTSERVICE_NOT_A_SETTING", "x")
     assert from_environment() == Settings()
+
+
+@pytest.mark.parametrize("policy", ["block", "drop", "drop-oldest"])
+def test_full_queue_from_environment(monkeypatch, policy):
+    """EVENTSERVICE_FULL_QUEUE names the policy; blockqueue follows it."""
+    monkeypatch.setenv("EVENTSERVICE_FULL_QUEUE", policy)
+    settings = from_environment()
+    assert (settings.full_queue, settings.blockqueue) == (policy, policy == "block")
+
+
+def test_blockqueue_stays_an_alias_of_full_queue(monkeypatch):
+    """Pyro3's EVENTSERVICE_BLOCKQUEUE=0 means drop, unless EVENTSERVICE_FULL_QUEUE says otherwise."""
+    monkeypatch.setenv("EVENTSERVICE_BLOCKQUEUE", "0")
+    assert from_environment().full_queue == "drop"
+    monkeypatch.setenv("EVENTSERVICE_FULL_QUEUE", "drop-oldest")
+    assert from_environment().full_queue == "drop-oldest"
+
+
+def test_unknown_policy_and_oversized_queue_are_refused():
+    """A bad policy names the choices; a queuesize above max_queuesize names both settings."""
+    with pytest.raises(ValueError, match=r"full_queue.*block, drop, drop-oldest"):
+        Settings(full_queue="newest")
+    with pytest.raises(ValueError, match=r"queuesize.*max_queuesize"):
+        Settings(queuesize=20, max_queuesize=10)

@@ -11,11 +11,11 @@ import threading
 import time
 
 import pytest
+from conftest import WAIT, Collector, flat_stats, wait_until
 from Pyro5 import api as pyro
 
 import eventservice
 import eventservice.server.delivery
-from conftest import WAIT, Collector, wait_until
 
 pytestmark = pytest.mark.network
 
@@ -152,13 +152,15 @@ def test_unsubscribe_everything_removes_subscriber_from_es(es, collectors):
     subscriber = collectors()
     subscriber.subscribe(["A", "B"])
     subscriber.subscribeMatch(r"^C\.")
-    stats = es.service.stats()
-    assert (stats["subscribers"], stats["mailboxes"], stats["subjects"], stats["patterns"]) == (1, 1, 2, 1)
+    stats = flat_stats(es.service)
+    assert (stats["subscribers"], stats["mailboxes"], stats["subscriptions_exact"],
+            stats["subscriptions_pattern"]) == (1, 1, 2, 1)
     subscriber.unsubscribe(["A", "B"])
-    assert es.service.stats()["subscribers"] == 1  # the pattern is still held
+    assert flat_stats(es.service)["subscribers"] == 1  # the pattern is still held
     subscriber.unsubscribe(r"^C\.")
-    stats = es.service.stats()
-    assert (stats["subscribers"], stats["mailboxes"], stats["subjects"], stats["patterns"]) == (0, 0, 0, 0)
+    stats = flat_stats(es.service)
+    assert (stats["subscribers"], stats["mailboxes"], stats["subscriptions_exact"],
+            stats["subscriptions_pattern"]) == (0, 0, 0, 0)
     assert eventservice.Publisher().publish(["A", "B", "C.x"], "nobody") == 0
     assert subscriber.nothing_more()
 
@@ -188,8 +190,8 @@ def test_subscribing_twice_is_harmless(es, collectors):
     assert eventservice.Publisher().publish("DUP", 1) == 1
     assert messages(subscriber.take(1)) == [1]
     assert subscriber.nothing_more()
-    stats = es.service.stats()
-    assert (stats["subscribers"], stats["subjects"], stats["patterns"]) == (1, 1, 1)
+    stats = flat_stats(es.service)
+    assert (stats["subscribers"], stats["subscriptions_exact"], stats["subscriptions_pattern"]) == (1, 1, 1)
 
 
 def test_different_proxies_to_one_subscriber_are_one_subscriber(es, collectors):
@@ -201,7 +203,7 @@ def test_different_proxies_to_one_subscriber_are_one_subscriber(es, collectors):
         service.subscribe("SAME", subscriber._daemon.proxyFor(subscriber._sink))
         service.subscribe("same", pyro.Proxy(uri))
         service.subscribeMatch("^SAM", pyro.Proxy(uri))
-    assert es.service.stats()["subscribers"] == 1
+    assert flat_stats(es.service)["subscribers"] == 1
     assert eventservice.Publisher().publish("SAME", "x") == 1
     assert messages(subscriber.take(1)) == ["x"]
     assert subscriber.nothing_more()
@@ -304,8 +306,8 @@ def test_subscriber_daemon_that_closes_idle_connections_keeps_its_subscription(e
     for round_number in range(2):
         assert publisher.publish("IDLE", round_number) == 1
         assert messages(callback.take(1)) == [round_number]
-        wait_until(lambda: not es.service.stats()["connected"], message="the ES seeing the idle connection closed")
-        assert es.service.stats()["subscribers"] == 1
+        wait_until(lambda: not flat_stats(es.service)["connected"], message="the ES seeing the idle connection closed")
+        assert flat_stats(es.service)["subscribers"] == 1
 
 
 def test_plain_callback_object_is_auto_proxied(es, plain_daemon):
@@ -326,7 +328,7 @@ def test_plain_callback_exception_does_not_stop_later_events(es, plain_daemon):
     for message in sent:
         publisher.publish("PLAIN", message)
     assert messages(callback.take(len(sent))) == sent
-    assert es.service.stats()["subscribers"] == 1
+    assert flat_stats(es.service)["subscribers"] == 1
     publisher.publish("PLAIN", "after")
     assert messages(callback.take(1)) == ["after"]
 
@@ -347,7 +349,7 @@ def test_subscriber_event_exception_does_not_stop_later_events(es, collectors):
         for message in ["a", "boom", "b", "boom", "c"]:
             publisher.publish("PICKY", message)
         assert messages(subscriber.take(5)) == ["a", "boom", "b", "boom", "c"]
-        assert es.service.stats()["subscribers"] == 1
+        assert flat_stats(es.service)["subscribers"] == 1
 
 
 # -- bad arguments -----------------------------------------------------------
@@ -384,8 +386,9 @@ def test_subscribe_bad_arguments_raise_and_change_nothing(es, collectors):
         subscriber.subscribeMatch(["^GOOD", "(unclosed"])  # all or nothing
     with pytest.raises(ValueError):
         subscriber.subscribe([])
-    stats = es.service.stats()
-    assert (stats["subscribers"], stats["subjects"], stats["patterns"], stats["mailboxes"]) == (0, 0, 0, 0)
+    stats = flat_stats(es.service)
+    assert (stats["subscribers"], stats["subscriptions_exact"], stats["subscriptions_pattern"],
+            stats["mailboxes"]) == (0, 0, 0, 0)
     publisher = eventservice.Publisher()
     assert publisher.publish("GOOD", "nobody") == 0
     # the ES and this subscriber stay fully usable
@@ -411,7 +414,7 @@ def test_bad_arguments_through_raw_proxy_keep_exception_types(es, collectors):
             service.subscribeMatch("(unclosed", callback)
         with pytest.raises(TypeError):
             service.subscribe("A", "not a proxy")
-        assert es.service.stats()["subscribers"] == 0
+        assert flat_stats(es.service)["subscribers"] == 0
         service.subscribe("A", callback)
         assert service.publish("A", "works") == 1
     assert messages(subscriber.take(1)) == ["works"]
@@ -424,8 +427,8 @@ def test_es_connects_at_subscribe_time_not_at_the_first_event(es, collectors):
     """The first event need not wait for a connect: the ES connects as soon as someone subscribes."""
     subscriber = collectors()
     subscriber.subscribe("EAGER")
-    wait_until(lambda: es.service.stats()["connected"] == 1, message="a connection to the new subscriber")
-    assert es.service.stats()["delivered"] == 0
+    wait_until(lambda: flat_stats(es.service)["connected"] == 1, message="a connection to the new subscriber")
+    assert flat_stats(es.service)["delivered"] == 0
     assert eventservice.Publisher().publish("EAGER", 1) == 1
     assert messages(subscriber.take(1)) == [1]
 
@@ -436,8 +439,8 @@ def test_subscriber_not_listening_yet_is_kept_and_served_once_it_listens(es, col
     monkeypatch.setattr(eventservice.server.delivery, "EAGER_CONNECT_SECONDS", 0.2)
     subscriber = collectors(listen=False)
     subscriber.subscribe("LATE")
-    wait_until(lambda: not es.service.stats()["connecting"], message="the early connect running out of time")
-    stats = es.service.stats()
+    wait_until(lambda: not flat_stats(es.service)["connecting"], message="the early connect running out of time")
+    stats = flat_stats(es.service)
     assert (stats["subscribers"], stats["connected"]) == (1, 0), stats
     publisher = eventservice.Publisher()
     assert publisher.publish("LATE", "before listen") == 1

@@ -1,8 +1,8 @@
 """Clients survive an Event Service restart: publishers reconnect, subscribers subscribe again."""
 import pytest
+from conftest import flat_stats, wait_until
 
 import eventservice
-from conftest import wait_until
 
 pytestmark = pytest.mark.network
 
@@ -22,7 +22,8 @@ def test_subscriber_resubscribes_and_publisher_reconnects_after_es_restart(start
     first.stop()
     second = start_es()  # a new process-wide ES, registered in the same name server, on another port
     assert second.uri != first.uri
-    wait_until(lambda: (second.service.stats()["subjects"], second.service.stats()["patterns"]) == (1, 1),
+    wait_until(lambda: (flat_stats(second.service)["subscriptions_exact"],
+                        flat_stats(second.service)["subscriptions_pattern"]) == (1, 1),
                message="the subscriber's subject and pattern to come back")
     assert publisher.publish(["NEWS", "ALERT.FIRE"], 2) == 2  # reconnects through the name server
     assert [event.subject for event in subscriber.take(2)] == ["NEWS", "ALERT.FIRE"]

@@ -11,9 +11,9 @@ import threading
 import time
 
 import pytest
+from conftest import WAIT, Collector, flat_stats, read_line, wait_until
 
 import eventservice
-from conftest import WAIT, Collector, read_line, wait_until
 
 pytestmark = pytest.mark.network
 
@@ -275,7 +275,7 @@ def test_full_queue_drop_policy_never_blocks_and_drops_for_slow_subscriber_only(
     assert done.wait(5.0), "publish() blocked under the drop policy"
     assert no_errors(errors) == []
     assert messages(fast.take(count)) == list(range(count))  # while the slow one is still stuck
-    dropped = running.service.stats()["dropped"]
+    dropped = flat_stats(running.service)["dropped"]
     assert dropped > 0
     slow.release.set()
     kept = count - dropped
@@ -331,7 +331,7 @@ def test_dead_subscriber_is_removed_and_does_not_block_publishers(start_es, coll
     dead = collectors(listen=False)
     dead.subscribe(["DEAD.x", "ONLY.DEAD"])
     dead.subscribeMatch(r"^DEAD\.")
-    assert running.service.stats()["subscribers"] == 2
+    assert flat_stats(running.service)["subscribers"] == 2
     dead._daemon.close()
     count = 20
 
@@ -343,9 +343,9 @@ def test_dead_subscriber_is_removed_and_does_not_block_publishers(start_es, coll
     _, done, errors = in_thread(publish_all)
     assert done.wait(WAIT), "publishers blocked by a dead subscriber"
     assert no_errors(errors) == []
-    wait_until(lambda: running.service.stats()["subscribers"] == 1, message="the dead subscriber's removal")
-    stats = running.service.stats()
-    assert (stats["mailboxes"], stats["subjects"], stats["patterns"]) == (1, 1, 0)
+    wait_until(lambda: flat_stats(running.service)["subscribers"] == 1, message="the dead subscriber's removal")
+    stats = flat_stats(running.service)
+    assert (stats["mailboxes"], stats["subscriptions_exact"], stats["subscriptions_pattern"]) == (1, 1, 0)
     assert eventservice.Publisher().publish("ONLY.DEAD", "x") == 0
     assert messages(live.take(count)) == list(range(count))
 
@@ -364,10 +364,10 @@ def test_closed_subscriber_that_never_unsubscribed_is_removed(es, collectors, th
     assert publisher.publish("GONE", "before") == 2
     assert messages(gone.take(1)) == ["before"]  # the ES now holds a connection to it
     gone.close()
-    assert es.service.stats()["subscribers"] == 2
+    assert flat_stats(es.service)["subscribers"] == 2
     for number in range(5):
         publisher.publish("GONE", number)
-    wait_until(lambda: es.service.stats()["subscribers"] == 1, message="the closed subscriber's removal")
+    wait_until(lambda: flat_stats(es.service)["subscribers"] == 1, message="the closed subscriber's removal")
     assert publisher.publish("GONE", "after") == 1
     assert messages(live.take(7)) == ["before", 0, 1, 2, 3, 4, "after"]
     assert gone.nothing_more(0.2), "a closed subscriber's event() still ran"
@@ -406,9 +406,9 @@ def test_killed_subscriber_process_is_removed(nameserver, start_es, processes):
     _, done, errors = in_thread(publish_more)
     assert done.wait(WAIT), "publishers blocked by a dead subscriber"
     assert no_errors(errors) == []
-    wait_until(lambda: running.service.stats()["subscribers"] == 0, message="the killed subscriber's removal")
-    stats = running.service.stats()
-    assert (stats["mailboxes"], stats["subjects"], stats["patterns"]) == (0, 0, 0)
+    wait_until(lambda: flat_stats(running.service)["subscribers"] == 0, message="the killed subscriber's removal")
+    stats = flat_stats(running.service)
+    assert (stats["mailboxes"], stats["subscriptions_exact"], stats["subscriptions_pattern"]) == (0, 0, 0)
 
 
 STOPPABLE_SCRIPT = """

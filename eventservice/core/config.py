@@ -13,6 +13,8 @@ import dataclasses
 import os
 import typing as t
 
+from .queues import check_policy
+
 __all__ = ["Settings", "from_environment"]
 
 ENV_PREFIX = "EVENTSERVICE_"
@@ -25,8 +27,12 @@ class Settings:
 
     #: events a subscriber's queue holds before the full-queue policy applies
     queuesize: int = 1000
-    #: full queue: True blocks the publisher until there is room, False drops the new event
-    blockqueue: bool = True
+    #: full queue: "block" the publisher until there is room, "drop" the new event, or "drop-oldest"
+    full_queue: str = "block"
+    #: Pyro3's name for the policy: True is "block", False "drop" (used when full_queue is left at its default)
+    blockqueue: bool | None = None
+    #: largest queue size a subscriber may ask for (setQueuePolicy)
+    max_queuesize: int = 10000
     #: most threads connecting to new subscribers at once (connecting blocks; delivering does not)
     connectors: int = 64
     #: most events sent to one subscriber in one call
@@ -57,6 +63,15 @@ class Settings:
     handshake_window: float = 120.0
 
     def __post_init__(self) -> None:
+        if self.blockqueue is not None and self.full_queue == "block":
+            self.full_queue = "block" if self.blockqueue else "drop"
+        try:
+            check_policy(self.full_queue)
+        except ValueError as error:
+            raise ValueError(f"setting full_queue: {error}") from None
+        self.blockqueue = self.full_queue == "block"
+        if self.queuesize > self.max_queuesize:
+            raise ValueError(f"setting queuesize ({self.queuesize}) exceeds max_queuesize ({self.max_queuesize})")
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             if field.name in _MAY_BE_ZERO:
@@ -68,16 +83,18 @@ class Settings:
 
 def _coerce(name: str, kind: str, text: str) -> t.Any:
     try:
-        if kind == "bool":
+        if kind.startswith("bool"):
             lowered = text.strip().lower()
             if lowered in ("1", "true", "yes", "on"):
                 return True
             if lowered in ("0", "false", "no", "off"):
                 return False
             raise ValueError(text)
+        if kind == "str":
+            return text.strip()
         return int(text) if kind == "int" else float(text)
     except ValueError:
-        raise ValueError(f"environment variable {ENV_PREFIX}{name.upper()}={text!r} is not a valid {kind}") from None
+        raise ValueError(f"environment variable {ENV_PREFIX}{name.upper()}={text!r} is not a valid {kind.split()[0]}") from None
 
 
 def from_environment(**overrides: t.Any) -> Settings:

@@ -1,31 +1,36 @@
-"""The Pyro5 daemon the Event Service and the subscribers serve from.
+"""The Pyro5 daemon the subscribers (and the embedded name server) serve from.
 
 On top of Pyro5's daemon: the passphrase check (``auth.AuthDaemonMixin``), a
-silence limit per client connection, a ``close()`` that really closes
-(Pyro5's thread-pool server keeps serving established connections after its
-daemon is closed), and a short path for the few calls that are the service's
-unit of work (``serve_directly``).
-
-Importing this module also makes Pyro5's MAX_MESSAGE_SIZE bound what a
-compressed message inflates to: Pyro5 checks only the compressed size, so a
-kilobyte could otherwise become gigabytes in the receiver (a zip bomb), before
-any passphrase is checked.
+silence limit per client connection that also bounds the TLS handshake (run
+in the connection's thread, not in Pyro5's accepting one), a bound on what a
+compressed request inflates to, a ``close()`` that really closes (Pyro5's
+thread-pool server keeps serving established connections after its daemon is
+closed), and a short path for the few calls that are the service's unit of
+work (``serve_directly``). All of it applies to these daemons only: Pyro5
+itself is not changed. (The Event Service serves from its own event loop,
+``server.loop``.)
 """
 from __future__ import annotations
 
 import contextlib
+import logging
+import ssl
 import threading
 import typing as t
-import zlib
 
 from Pyro5 import config as pyro_config
-from Pyro5 import errors, protocol
+from Pyro5 import errors
 from Pyro5.server import Daemon
 
-from . import wire
+from . import compat, wire
 from .auth import AuthDaemonMixin, Authenticator
 
-__all__ = ["ConnectionGuardMixin", "DirectCallsMixin", "GuardedDaemon"]
+__all__ = ["BoundedRequestsMixin", "ConnectionGuardMixin", "DirectCallsMixin", "GuardedDaemon"]
+
+_log = logging.getLogger(__name__)
+
+#: seconds a client may take for its TLS and connect handshakes when the daemon has no idle limit
+HANDSHAKE_TIMEOUT = 60.0
 
 
 class ConnectionGuardMixin:
@@ -43,10 +48,19 @@ class ConnectionGuardMixin:
         self._connections: set[t.Any] = set()
         self._connections_lock = threading.Lock()
         super().__init__(*args, **kwargs)
+        compat.defer_tls_handshake(self)
 
     def _handshake(self, conn: t.Any, denied_reason: str | None = None) -> bool:
-        if self.idle_timeout:
-            conn.sock.settimeout(self.idle_timeout)
+        # the handshakes are bounded even without an idle limit: a client that never sends them holds a thread
+        conn.sock.settimeout(self.idle_timeout or HANDSHAKE_TIMEOUT)
+        if isinstance(conn.sock, ssl.SSLSocket):
+            try:
+                conn.sock.do_handshake()  # deferred from accept() (compat.defer_tls_handshake)
+            except (OSError, ValueError) as error:
+                _log.info("TLS handshake failed: %s", error)
+                return False
+        if not self.idle_timeout:
+            conn.sock.settimeout(pyro_config.COMMTIMEOUT or None)
         accepted = super()._handshake(conn, denied_reason)  # type: ignore[misc]
         if accepted:
             with self._connections_lock:
@@ -66,7 +80,20 @@ class ConnectionGuardMixin:
             conn.close()
 
 
-class DirectCallsMixin:
+class BoundedRequestsMixin:
+    """Read each request here, refusing a compressed one that inflates beyond MAX_MESSAGE_SIZE (Pyro5 checks
+    only the compressed size, so a kilobyte could otherwise become gigabytes, before any passphrase is checked);
+    then hand it to Pyro5, or to ``_serve_request`` of a subclass."""
+
+    def handleRequest(self, conn: t.Any) -> None:
+        message, raw = wire.receive_request(conn)
+        self._serve_request(conn, message, raw)
+
+    def _serve_request(self, conn: t.Any, message: t.Any, raw: bytes) -> None:
+        super().handleRequest(_Replayed(conn, raw))  # type: ignore[misc]  # Pyro5 reads it again from here
+
+
+class DirectCallsMixin(BoundedRequestsMixin):
     """Serve chosen methods of registered objects without Pyro5's general request handling.
 
     A publish or a delivery is the service's unit of work, and Pyro5's general
@@ -86,21 +113,16 @@ class DirectCallsMixin:
         """Answer marshalled calls of ``method`` on ``object_id`` with ``function(*args)``."""
         self._direct_calls[(object_id, method)] = function
 
-    def handleRequest(self, conn: t.Any) -> None:
-        if not self._direct_calls:
-            super().handleRequest(conn)  # type: ignore[misc]
-            return
-        message, raw = wire.receive_request(conn)
-        call = wire.marshalled_call(message)
+    def _serve_request(self, conn: t.Any, message: t.Any, raw: bytes) -> None:
+        call = wire.marshalled_call(message) if self._direct_calls else None
         function = self._direct_calls.get(call[:2]) if call is not None else None
         if function is None:
-            super().handleRequest(_Replayed(conn, raw))  # type: ignore[misc]  # Pyro5 reads it again from here
+            super()._serve_request(conn, message, raw)
             return
         try:
             reply = wire.encode_result(message.seq, function(*call[2]))  # type: ignore[index]
         except Exception as error:  # answered as Pyro5 answers it
-            traceback = errors.format_traceback(detailed=pyro_config.DETAILED_TRACEBACK)
-            self._sendExceptionResponse(conn, message.seq, message.serializer_id, error, traceback)  # type: ignore
+            compat.send_exception(self, conn, message.seq, message.serializer_id, error)
             if isinstance(error, (errors.CommunicationError, errors.SecurityError)):
                 raise  # as Pyro5 does: the connection ends
             return
@@ -139,28 +161,3 @@ class GuardedDaemon(ConnectionGuardMixin, DirectCallsMixin, AuthDaemonMixin, Dae
         if server is not None:
             with contextlib.suppress(OSError):
                 server.wakeup()
-
-
-def _bound_inflation() -> None:
-    original = protocol.ReceivingMessage.add_payload
-    if getattr(original, "_eventservice_bounded", False):
-        return
-
-    def add_payload(self: protocol.ReceivingMessage, payload: t.Any) -> None:
-        compressed = self.flags & protocol.FLAGS_COMPRESSED
-        self.flags &= ~protocol.FLAGS_COMPRESSED
-        original(self, payload)
-        if compressed:
-            limit = pyro_config.MAX_MESSAGE_SIZE
-            inflater = zlib.decompressobj()
-            data = inflater.decompress(self.data, limit + 1)
-            if len(data) > limit or inflater.unconsumed_tail:
-                raise errors.ProtocolError(f"compressed message inflates beyond MAX_MESSAGE_SIZE ({limit})")
-            self.data = data
-            self.data_size = len(data)
-
-    add_payload._eventservice_bounded = True  # type: ignore[attr-defined]
-    protocol.ReceivingMessage.add_payload = add_payload  # type: ignore[method-assign]
-
-
-_bound_inflation()

@@ -13,7 +13,8 @@ import logging
 import os
 
 from Pyro5 import config as pyro_config
-from Pyro5 import socketutil
+
+from . import compat
 
 __all__ = ["use_tls"]
 
@@ -52,7 +53,6 @@ def use_tls(
     pyro_config.SSL_CLIENTKEY = (keyfile or "") if show_certificate else ""
     pyro_config.SSL_CLIENTKEYPASSWD = (key_password or "") if show_certificate else ""
     # Pyro5 builds each context once per process: forget any built with older settings
-    setattr(socketutil, "__ssl_client_context", None)
-    setattr(socketutil, "__ssl_server_context", None)
+    compat.reset_ssl_contexts()
     log.info("TLS on: CA %s, certificate %s, client certificates %s",
              cacerts, certfile, "required" if require_client_cert else "not required")

@@ -13,16 +13,19 @@ serving side, :func:`receive_request`, :func:`marshalled_call` and
 from __future__ import annotations
 
 import marshal
-import socket
 import typing as t
 
-from Pyro5 import errors, protocol, serializers
+from Pyro5 import config, errors, protocol, serializers
 
-__all__ = ["HEADER_SIZE", "Reply", "ReplyReader", "call", "encode_call", "encode_marshal_call", "encode_result",
+from ..core.event import Event
+from . import compat
+
+__all__ = ["BATCH", "HEADER_SIZE", "MARSHALLED_BATCH", "PLAIN_CALLBACK", "Reply", "ReplyReader", "call",
+           "delivery_method", "encode_call", "encode_delivery", "encode_marshal_call", "encode_result",
            "marshal_call_tail", "marshalled_call", "receive_request"]
 
 #: bytes in a Pyro5 message header (fixed by the protocol)
-HEADER_SIZE: int = protocol._header_size
+HEADER_SIZE: int = compat.HEADER_SIZE
 #: bytes asked of a socket per read (replies are small)
 READ_SIZE = 65536
 
@@ -61,6 +64,43 @@ def encode_marshal_call(object_id: str, tail: bytes, seq: int) -> bytes:
     """The wire bytes of the call ``tail`` (from :func:`marshal_call_tail`) on ``object_id``, as marshal."""
     payload = _MARSHAL_CALL_TUPLE + marshal.dumps(object_id, _MARSHAL_VERSION) + tail
     return protocol.SendingMessage(protocol.MSG_INVOKE, 0, seq, _MARSHAL_ID, payload).data
+
+
+#: how a subscriber takes events, best first: one marshalled batch (bytes), a batch, one event per call
+MARSHALLED_BATCH, BATCH, PLAIN_CALLBACK = "marshalled_events", "events", "event"
+
+
+def delivery_method(exposed: t.Container[str]) -> str:
+    """The best way to deliver to an object exposing ``exposed`` methods."""
+    return next((name for name in (MARSHALLED_BATCH, BATCH) if name in exposed), PLAIN_CALLBACK)
+
+
+def encode_delivery(object_id: str, method: str, batch: list[tuple[str, t.Any, float]], seq: int,
+                    shared: dict[tuple[t.Any, ...], bytes]) -> bytes:
+    """The request delivering ``batch`` of (subject, msg, time) to a subscriber taking events by ``method``.
+
+    Batch-aware subscribers get marshal (it keeps tuples tuples and is Pyro5's
+    fastest serializer); subscribers of the same events share one marshalled
+    body through ``shared`` (keyed by the events' ids: valid only while the
+    caller holds the batches). Sent as bytes (to the Subscriber skeleton) it
+    also spares the receiver Pyro5's walk through the batch. A message that
+    marshal cannot carry (it holds a Pyro object), and plain callback objects,
+    get the configured serializer: plain ones one Pyro5 batch of event() calls.
+    Raises ``Pyro5.errors.ProtocolError`` when the request exceeds MAX_MESSAGE_SIZE.
+    """
+    if method != PLAIN_CALLBACK:
+        try:
+            key = (method, *map(id, batch))
+            tail = shared.get(key)
+            if tail is None:
+                args = [marshal.dumps(batch)] if method == MARSHALLED_BATCH else [batch]
+                tail = shared[key] = marshal_call_tail(method, args)
+            return encode_marshal_call(object_id, tail, seq)
+        except (TypeError, ValueError):
+            return encode_call(object_id, BATCH, (batch,), config.SERIALIZER, seq)
+    calls: list[tuple[str, tuple[Event], dict[str, t.Any]]] = [
+        ("event", (Event(subject, msg, stamp),), {}) for subject, msg, stamp in batch]
+    return encode_call(object_id, "<batch>", calls, config.SERIALIZER, seq, batch=True)
 
 
 class Reply(t.NamedTuple):
@@ -129,7 +169,7 @@ def call(connection: t.Any, method: str, args: tuple[t.Any, ...], serializer_nam
     while True:
         try:
             chunk = sock.recv(READ_SIZE)
-        except socket.timeout:
+        except TimeoutError:
             raise errors.TimeoutError("receiving: timeout") from None
         except OSError as error:
             raise errors.ConnectionClosedError(f"receiving: connection lost: {error}") from None
@@ -156,6 +196,8 @@ def receive_request(connection: t.Any) -> tuple[protocol.ReceivingMessage, bytes
     header = start + connection.recv(HEADER_SIZE - 6)
     message = protocol.ReceivingMessage(header)
     payload = connection.recv(message.annotations_size + message.data_size)
+    if not compat.inflated_size_ok(message, payload, config.MAX_MESSAGE_SIZE):
+        raise errors.ProtocolError(f"compressed message inflates beyond MAX_MESSAGE_SIZE ({config.MAX_MESSAGE_SIZE})")
     raw = header + payload
     message.add_payload(payload)
     return message, raw

@@ -1,27 +1,25 @@
-"""Moving accepted events to subscribers: mailboxes, one delivery loop, connector threads.
+"""Moving accepted events to subscribers: mailboxes and one delivery loop.
 
-Every subscriber has a *mailbox*: a bounded FIFO of events. One delivery loop
-sends a mailbox with events everything queued (up to ``batch_size``) in one
-call, and keeps such calls in flight to many subscribers at once: it writes
-the request of every ready subscriber, then handles each reply as it arrives
-(a selector over the subscribers' connections, see :mod:`.wire`). A
+Every subscriber has a *mailbox*: its queue (:class:`~eventservice.core.queues.SubscriberQueue`,
+with the full-queue policy) plus its connection and the call in flight. One
+delivery thread sends a mailbox with events everything queued (up to
+``batch_size``) in one call, and keeps such calls in flight to many
+subscribers at once: it writes the request of every ready subscriber, then
+handles each reply as it arrives (a selector over the subscribers'
+connections; requests and replies are :mod:`~eventservice.pyro.wire`'s). A
 subscriber has one call in flight at a time, so events reach it in the order
 they were accepted, and a busy subscriber gets bigger batches instead of more
-calls (adaptive batching; under sustained load, deliveries also wait up to
-``linger`` seconds so that each call carries more). A slow or hung subscriber
-holds only its own call, for at most ``delivery_timeout``; the ES never runs a
-thread per subscriber.
+calls. When rounds start, and how long they linger under load, is
+:class:`~eventservice.core.rounds.Rounds`' decision. A slow or hung subscriber
+holds only its own call, for at most ``delivery_timeout``; the ES never runs
+a thread per subscriber.
 
 Connecting (TCP connect, passphrase handshake, metadata) blocks, so it runs
-in connector threads (:mod:`.connectors`, up to ``connectors``) that hand the connection to the loop.
-
-Subscribers whose object exposes ``events(list)`` (the ``Subscriber``
-skeleton) get one call per batch; plain callback objects get their
-``event(event)`` calls bundled in one Pyro5 batch call.
+in connector threads (:mod:`.connectors`) that hand the connection to the loop.
 
 A subscriber whose delivery fails for a transport reason (refused, reset,
 timed out, passphrase refused) is reported through ``on_dead`` and its
-mailbox closed; a publisher blocked on its full mailbox is released.
+mailbox closed; a publisher waiting for room in it is released.
 """
 from __future__ import annotations
 
@@ -29,7 +27,6 @@ import collections
 import collections.abc as c
 import errno
 import logging
-import marshal
 import selectors
 import socket
 import ssl
@@ -37,18 +34,13 @@ import threading
 import time
 import typing as t
 
-from Pyro5 import config, core, errors
+from Pyro5 import errors
 
 from ..core.config import Settings
-from ..core.event import Event
-from ..pyro.wire import (
-    READ_SIZE,
-    Reply,
-    ReplyReader,
-    encode_call,
-    encode_marshal_call,
-    marshal_call_tail,
-)
+from ..core.queues import Put, SubscriberQueue, check_policy, check_queuesize
+from ..core.rounds import Rounds
+from ..pyro import compat
+from ..pyro.wire import PLAIN_CALLBACK, READ_SIZE, Reply, ReplyReader, delivery_method, encode_delivery
 from .connectors import ConnectorPool
 
 __all__ = ["Dispatcher", "Mailbox", "WireEvent"]
@@ -59,37 +51,38 @@ log = logging.getLogger(__name__)
 EXPIRY_CHECK_SECONDS = 0.5
 #: how long a connect at subscribe time may take before it is left to the first event
 EAGER_CONNECT_SECONDS = 2.0
-#: longest a round of calls holds back the next one (see Dispatcher._run)
-ROUND_SECONDS = 0.001
-#: a pause between rounds this long means the load is over: delivery no longer lingers
-IDLE_ROUND_GAP = 0.1
 
 _WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 #: an accepted event as queued and sent to batch-aware subscribers: (subject, msg, time)
 WireEvent = tuple[str, t.Any, float]
 
-#: how a subscriber takes events, best first: one marshalled batch (bytes), a batch, one event per call
-MARSHALLED_BATCH, BATCH, PLAIN_CALLBACK = "marshalled_events", "events", "event"
 
+class Mailbox(SubscriberQueue):
+    """One subscriber's queue, plus its connection and the call in flight."""
 
-class Mailbox:
-    """One subscriber's queue, connection and call in flight."""
+    __slots__ = (
+        "batch",
+        "deadline",
+        "method",
+        "outgoing",
+        "proxy",
+        "reconnected",
+        "reply",
+        "round",
+        "scheduled",
+        "seq",
+        "sock",
+        "uri",
+        "writing",
+    )
 
-    __slots__ = ("key", "uri", "method", "events", "condition", "scheduled", "closed", "proxy",
-                 "delivered", "dropped", "reconnected",
-                 "seq", "batch", "sock", "outgoing", "writing", "reply", "deadline", "round")
-
-    def __init__(self, key: str, uri: t.Any) -> None:
-        self.key = key
+    def __init__(self, key: str, uri: t.Any, queuesize: int, policy: str) -> None:
+        super().__init__(key, queuesize, policy)
         self.uri = uri
         self.method = PLAIN_CALLBACK  # how the subscriber takes events: learnt from its metadata when connecting
-        self.events: collections.deque[WireEvent] = collections.deque()
-        self.condition = threading.Condition(threading.Lock())
         self.scheduled = False  # waiting for, or held by, the delivery loop or a connector
-        self.closed = False
         self.proxy: t.Any = None  # connected and handshaken; its socket then belongs to the loop
-        self.delivered = self.dropped = 0
         self.reconnected = False  # the call in flight is a retry on a fresh connection
         # the call in flight (touched by the delivery loop only)
         self.seq = 0
@@ -100,13 +93,6 @@ class Mailbox:
         self.reply: ReplyReader | None = None
         self.deadline = 0.0
         self.round = 0
-
-    def put_back(self, events: list[WireEvent]) -> None:
-        """Return undelivered events to the front of the queue, in order."""
-        if events:
-            with self.condition:
-                if not self.closed:
-                    self.events.extendleft(reversed(events))
 
 
 class Dispatcher:
@@ -129,18 +115,17 @@ class Dispatcher:
         self._mailboxes: dict[str, Mailbox] = {}
         self._pool_lock = threading.Lock()
         self._stopped = False
+        # counters over the dispatcher's life (they never decrease)
+        self.delivered = 0
         self.dropped = 0
+        self.delivery_timeouts = 0
         # the delivery loop, started with the first subscriber
         self._loop: threading.Thread | None = None
         self._ready: collections.deque[Mailbox] = collections.deque()  # mailboxes with events and no call in flight
         self._closing: collections.deque[Mailbox] = collections.deque()  # closed while held by the loop
         self._in_flight: set[Mailbox] = set()
         self._connected: set[Mailbox] = set()  # connections the loop watches
-        self._round = self._round_pending = 0  # the current round, and its calls still in flight
-        self._round_events = 0  # events sent in the current round
-        self._round_started = 0.0
-        self._linger = 0.0
-        self._load = 1.0  # events per call, averaged over the last rounds
+        self._rounds = Rounds(settings.linger)
         self._marshalled: dict[tuple[t.Any, ...], bytes] = {}  # batch -> its marshalled call, while starting a round
         self._selector = selectors.DefaultSelector()
         self._wake_receiver, self._wake_sender = socket.socketpair()
@@ -158,24 +143,23 @@ class Dispatcher:
             mailbox = self._mailboxes.get(key)
             if mailbox is not None:
                 return mailbox
-            mailbox = self._mailboxes[key] = Mailbox(key, uri)
+            policy = self._settings.full_queue
+            mailbox = self._mailboxes[key] = Mailbox(key, uri, self._settings.queuesize, policy)
         # connect now (and have the loop running), so the first event waits for neither
-        with mailbox.condition:
+        with mailbox.lock:
             mailbox.scheduled = True
         self._start_connecting(mailbox, eager=True)
         self._wake()
         return mailbox
 
     def close(self, key: str) -> bool:
-        """Discard ``key``'s mailbox and queued events; wakes publishers blocked on it."""
+        """Discard ``key``'s mailbox and queued events; releases publishers waiting on it."""
         with self._pool_lock:
             mailbox = self._mailboxes.pop(key, None)
         if mailbox is None:
             return False
-        with mailbox.condition:
-            mailbox.closed = True
-            mailbox.events.clear()
-            mailbox.condition.notify_all()
+        mailbox.close()
+        with mailbox.lock:
             unwatched = not mailbox.scheduled and mailbox.sock is None
             if unwatched:
                 self._release_proxy(mailbox)
@@ -184,6 +168,21 @@ class Dispatcher:
             self._wake()
         return True
 
+    def set_policy(self, key: str, policy: str, queuesize: int | None) -> None:
+        """Give subscriber ``key`` its own full-queue policy and queue size (ValueError naming a bad value)."""
+        policy = check_policy(policy)
+        size = self._settings.queuesize if queuesize is None else check_queuesize(queuesize,
+                                                                                self._settings.max_queuesize)
+        mailbox = self._mailboxes.get(key)
+        if mailbox is None:
+            raise ValueError(f"subscriber {key} has no subscriptions here; subscribe first")
+        mailbox.set_policy(policy, size)
+
+    def mailboxes(self) -> list[Mailbox]:
+        """The current mailboxes (a snapshot)."""
+        with self._pool_lock:
+            return list(self._mailboxes.values())
+
     # -- publishing ------------------------------------------------------
 
     def post(self, keys: c.Iterable[str], event: WireEvent, over_full: list[Mailbox]) -> int:
@@ -191,28 +190,26 @@ class Dispatcher:
 
         Under the blocking policy the event is queued even when a mailbox is
         full, so the accepted order holds; such mailboxes are added to
-        ``over_full``, for the caller to ``wait_for_room`` once it released its
-        own locks. Under the drop policy the event is dropped for them.
+        ``over_full``: the caller waits for room in them (``wait_for_room``,
+        or parks its client) once it released its own locks.
         """
         mailboxes = self._mailboxes
-        limit = self._settings.queuesize
-        blocking = self._settings.blockqueue
         ready = self._ready
         queued = 0
         for key in keys:
             mailbox = mailboxes.get(key)
             if mailbox is None:
                 continue
-            with mailbox.condition:
-                if mailbox.closed:
-                    continue
-                events = mailbox.events
-                if len(events) >= limit:
-                    if not blocking:
-                        self._drop_for(mailbox)
+            with mailbox.lock:
+                done = mailbox.put(event)
+                if done >= Put.DROPPED:
+                    if done == Put.CLOSED:
                         continue
+                    self.dropped += 1
+                    if done == Put.DROPPED:
+                        continue
+                elif done == Put.FULL:
                     over_full.append(mailbox)
-                events.append(event)
                 if not mailbox.scheduled:
                     mailbox.scheduled = True
                     ready.append(mailbox)
@@ -221,32 +218,12 @@ class Dispatcher:
             self._wake()
         return queued
 
-    def _drop_for(self, mailbox: Mailbox) -> None:
-        mailbox.dropped += 1
-        self.dropped += 1
-        if mailbox.dropped == 1 or mailbox.dropped % 1000 == 0:
-            log.warning("queue of subscriber %s is full (%d events): dropped %d events so far",
-                        mailbox.key, self._settings.queuesize, mailbox.dropped)
-
     def wait_for_room(self, mailboxes: c.Iterable[Mailbox]) -> None:
         """Block until each mailbox is back within its size (or closed)."""
-        limit = self._settings.queuesize
         for mailbox in mailboxes:
-            with mailbox.condition:
-                while len(mailbox.events) > limit and not mailbox.closed and not self._stopped:
-                    mailbox.condition.wait(1.0)
+            mailbox.wait_for_room(lambda: self._stopped)
 
-    # -- the delivery loop -----------------------------------------------
-    #
-    # The loop works in rounds: it starts a call to every ready mailbox, then
-    # starts the next round once every call of this one has been answered, or
-    # ROUND_SECONDS after it began, whichever is first. Replies that come early
-    # wait for the round's end, so what arrives meanwhile goes out in one batch.
-    # Under load (a round carried more than one event per call) rounds also
-    # start at most every ``linger`` seconds: calls get fewer and bigger, which
-    # is what keeps the ES and the subscribers' CPU per event low; an idle
-    # service delivers at once. A subscriber that does not answer holds up one
-    # round by ROUND_SECONDS and nothing after that.
+    # -- the delivery loop (see core.rounds for when rounds start) ----------
 
     def _wake(self) -> None:
         """Make the loop look at ``_ready`` and ``_closing`` (starting it on first use)."""
@@ -264,33 +241,21 @@ class Dispatcher:
 
     def _run(self) -> None:
         select = self._selector.select
+        rounds = self._rounds
         next_expiry_check = time.monotonic() + EXPIRY_CHECK_SECONDS
         while not self._stopped:
             try:
                 now = time.monotonic()
-                round_ends = self._round_started + ROUND_SECONDS
-                next_round = max(round_ends if self._round_pending else 0.0, self._round_started + self._linger)
-                if self._ready and now >= next_round:
-                    if now - self._round_started > IDLE_ROUND_GAP:
-                        self._load = 1.0  # a pause ends any load: what comes next is not a backlog
-                    self._round += 1
-                    self._round_pending = self._round_events = 0
-                    self._round_started = now
-                    round_ends = now + ROUND_SECONDS
+                if self._ready and now >= rounds.next_start():
+                    rounds.begin(now)
                     self._start_ready_calls()
-                    # under sustained fan-out load (rounds of several calls, each carrying more than an event)
-                    # rounds keep a minimum spacing, so batches grow; one late round is no load. A lone
-                    # subscriber keeps up without it, and the bursts would only delay the publishers' replies
-                    if self._round_pending:
-                        self._load = (self._load + self._round_events / self._round_pending) / 2
-                    busy = self._load > 1.5 and self._round_pending > 1
-                    self._linger = self._settings.linger if busy else 0.0
-                    next_round = max(round_ends, now + self._linger)
+                    rounds.calls_started()
                 if self._closing:
                     self._drop_closed()
-                round_open = self._round_pending and now < round_ends
-                if round_open:  # it ends at its last reply, or at round_ends at the latest
-                    timeout = round_ends - now
+                next_round = rounds.next_start()
+                round_open = rounds.is_open(now)
+                if round_open:  # it ends at its last reply, or at its end time at the latest
+                    timeout: float | None = rounds.ends() - now
                 elif self._ready:  # lingering
                     timeout = max(0.0, next_round - now)
                 elif self._in_flight:
@@ -348,10 +313,7 @@ class Dispatcher:
             self._marshalled.clear()
 
     def _start_call(self, mailbox: Mailbox) -> None:
-        with mailbox.condition:
-            events = mailbox.events
-            batch = [events.popleft() for _ in range(min(len(events), self._settings.batch_size))]
-            mailbox.condition.notify_all()
+        batch = mailbox.take(self._settings.batch_size)
         request = self._encode(mailbox, batch) if batch else None
         if request is None:
             self._after_call(mailbox)
@@ -363,9 +325,8 @@ class Dispatcher:
         mailbox.outgoing = memoryview(request)
         mailbox.reply = ReplyReader()
         mailbox.deadline = time.monotonic() + self._settings.delivery_timeout
-        mailbox.round = self._round
-        self._round_pending += 1
-        self._round_events += len(mailbox.batch)
+        mailbox.round = self._rounds.number
+        self._rounds.call_started(len(mailbox.batch))
         self._in_flight.add(mailbox)
         self._write(mailbox)
 
@@ -375,24 +336,7 @@ class Dispatcher:
         mailbox.seq = (mailbox.seq + 1) & 0xFFFF
         while True:
             try:
-                if mailbox.method != PLAIN_CALLBACK:
-                    try:
-                        # marshal keeps what the ES holds (tuples stay tuples) and is Pyro5's fastest serializer;
-                        # subscribers of the same events in one round share one marshalled batch. Sent as bytes
-                        # (to the Subscriber skeleton), it also spares the receiver Pyro5's walk through the batch
-                        key = (mailbox.method, *map(id, batch))
-                        tail = self._marshalled.get(key)
-                        if tail is None:
-                            args = [marshal.dumps(batch)] if mailbox.method == MARSHALLED_BATCH else [batch]
-                            tail = self._marshalled[key] = marshal_call_tail(mailbox.method, args)
-                        request = encode_marshal_call(object_id, tail, mailbox.seq)
-                    except (TypeError, ValueError):
-                        # but it carries only plain values below the top level: a message holding a
-                        # Pyro object (a URI, an exception) needs the configured serializer
-                        request = encode_call(object_id, "events", (batch,), config.SERIALIZER, mailbox.seq)
-                else:
-                    calls = [("event", (Event(subject, msg, stamp),), {}) for subject, msg, stamp in batch]
-                    request = encode_call(object_id, "<batch>", calls, config.SERIALIZER, mailbox.seq, batch=True)
+                request = encode_delivery(object_id, mailbox.method, batch, mailbox.seq, self._marshalled)
             except errors.ProtocolError as error:  # over Pyro5's MAX_MESSAGE_SIZE
                 if len(batch) > 1:
                     half = len(batch) // 2
@@ -405,32 +349,32 @@ class Dispatcher:
             else:
                 mailbox.batch = batch
                 return request
-            mailbox.dropped += len(batch)
+            mailbox.count_dropped(len(batch))
             self.dropped += len(batch)
             return None
 
     def _write(self, mailbox: Mailbox) -> None:
         try:
             while mailbox.outgoing:
-                sent = mailbox.sock.send(mailbox.outgoing)
+                sent = mailbox.sock.send(mailbox.outgoing)  # type: ignore[union-attr]
                 mailbox.outgoing = mailbox.outgoing[sent:]
         except _WOULD_BLOCK:
             if not mailbox.writing:  # the subscriber reads slowly: go on when its socket takes more
                 mailbox.writing = True
-                self._selector.modify(mailbox.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, mailbox)
+                self._selector.modify(t.cast(socket.socket, mailbox.sock), selectors.EVENT_READ | selectors.EVENT_WRITE, mailbox)
             return
         except OSError as error:
             self._call_failed(mailbox, errors.ConnectionClosedError(f"sending: {error}"))
             return
         if mailbox.writing:
             mailbox.writing = False
-            self._selector.modify(mailbox.sock, selectors.EVENT_READ, mailbox)
+            self._selector.modify(t.cast(socket.socket, mailbox.sock), selectors.EVENT_READ, mailbox)
 
     def _read(self, mailbox: Mailbox) -> None:
         reader = mailbox.reply
         while True:
             try:
-                chunk = mailbox.sock.recv(READ_SIZE)
+                chunk = mailbox.sock.recv(READ_SIZE)  # type: ignore[union-attr]
             except _WOULD_BLOCK:
                 return
             except OSError as error:
@@ -462,8 +406,8 @@ class Dispatcher:
             error = errors.ProtocolError(f"reply sequence out of sync: {reply.seq} for {mailbox.seq}")
         elif reply.raised:
             error = reply.value
-        elif mailbox.method == PLAIN_CALLBACK and reply.value and isinstance(reply.value[-1], core._ExceptionWrapper):
-            error = reply.value[-1].exception  # a Pyro5 batch stops at the first event() that raised
+        elif mailbox.method == PLAIN_CALLBACK and reply.value and compat.is_batch_exception(reply.value[-1]):
+            error = compat.batch_exception(reply.value[-1])  # a Pyro5 batch stops at the first event() that raised
             handled = len(reply.value)
             mailbox.put_back(batch[handled:])
         if isinstance(error, errors.PyroError):  # the subscriber's daemon refused the call (e.g. unknown object)
@@ -474,7 +418,8 @@ class Dispatcher:
                 log.warning("subscriber %s raised %r from %s; continuing", mailbox.key, error,
                             f"{mailbox.method}()")
             mailbox.reconnected = False
-            mailbox.delivered += handled
+            mailbox.count_delivered(handled)
+            self.delivered += handled
         self._after_call(mailbox)
 
     def _call_failed(self, mailbox: Mailbox, error: errors.PyroError, retry: bool = True) -> None:
@@ -496,11 +441,10 @@ class Dispatcher:
     def _end_call(self, mailbox: Mailbox) -> None:
         if mailbox in self._in_flight:
             self._in_flight.remove(mailbox)
-            if mailbox.round == self._round:
-                self._round_pending -= 1
+            self._rounds.call_ended(mailbox.round)
         if mailbox.writing:
             mailbox.writing = False
-            self._selector.modify(mailbox.sock, selectors.EVENT_READ, mailbox)
+            self._selector.modify(t.cast(socket.socket, mailbox.sock), selectors.EVENT_READ, mailbox)
         mailbox.batch = []
         mailbox.outgoing = memoryview(b"")
         mailbox.reply = None
@@ -518,7 +462,7 @@ class Dispatcher:
 
     def _after_call(self, mailbox: Mailbox) -> None:
         """Queue the mailbox again if it has more to deliver; else it is no longer scheduled."""
-        with mailbox.condition:
+        with mailbox.lock:
             if mailbox.events and not mailbox.closed:
                 self._ready.append(mailbox)  # back of the line: fair to the other subscribers
                 return
@@ -536,6 +480,7 @@ class Dispatcher:
     def _expire_calls(self, now: float) -> None:
         for mailbox in [mailbox for mailbox in self._in_flight if mailbox.deadline <= now]:
             timeout = self._settings.delivery_timeout
+            self.delivery_timeouts += 1
             self._call_failed(mailbox, errors.TimeoutError(f"no reply within the delivery timeout ({timeout:g} s)"),
                               retry=False)
 
@@ -566,10 +511,9 @@ class Dispatcher:
                 log.exception("unexpected error connecting to subscriber %s", mailbox.key)
                 proxy._pyroRelease()
             else:
-                methods = proxy._pyroMethods
-                mailbox.method = next((name for name in (MARSHALLED_BATCH, BATCH) if name in methods), PLAIN_CALLBACK)
+                mailbox.method = delivery_method(proxy._pyroMethods)
                 mailbox.proxy = proxy
-        with mailbox.condition:
+        with mailbox.lock:
             retry = eager and mailbox.proxy is None and mailbox.events and not mailbox.closed
             if retry:
                 pass  # events came while the early connect failed: connect for them, as for any first event
@@ -601,22 +545,23 @@ class Dispatcher:
 
     # -- lifecycle -------------------------------------------------------
 
-    def stats(self) -> dict[str, int]:
-        """Counts for monitoring: mailboxes (connected, being connected), queued events, calls in flight,
-        events delivered, connector threads, drops."""
-        with self._pool_lock:
-            mailboxes = list(self._mailboxes.values())
-        connecting = self._connectors.busy()
-        return {
+    def stats(self) -> tuple[dict[str, int], dict[str, int]]:
+        """(counters, gauges) for monitoring: delivered, dropped, delivery timeouts; queued events, the
+        deepest queue, mailboxes connected and being connected, calls in flight, connector threads."""
+        mailboxes = self.mailboxes()
+        depths = [len(mailbox.events) for mailbox in mailboxes]
+        counters = {"delivered": self.delivered, "dropped": self.dropped,
+                    "delivery_timeouts": self.delivery_timeouts}
+        gauges = {
+            "queued": sum(depths),
+            "deepest_queue": max(depths, default=0),
             "mailboxes": len(mailboxes),
             "connected": sum(mailbox.proxy is not None for mailbox in mailboxes),
-            "connecting": connecting,
-            "queued": sum(len(mailbox.events) for mailbox in mailboxes),
+            "connecting": self._connectors.busy(),
             "in_flight": len(self._in_flight),
-            "delivered": sum(mailbox.delivered for mailbox in mailboxes),
             "connectors": self._connectors.size(),
-            "dropped": self.dropped,
         }
+        return counters, gauges
 
     def stop(self, timeout: float = 5.0) -> None:
         """Discard every mailbox and stop the delivery loop and connectors."""

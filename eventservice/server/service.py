@@ -16,18 +16,31 @@ import typing as t
 
 from Pyro5 import core, errors
 from Pyro5.client import Proxy
-from Pyro5.server import _OnewayCallThread, expose
+from Pyro5.server import expose
 
 from ..core.config import Settings
 from ..core.subjects import as_texts
 from ..core.subscriptions import SubscriptionIndex
-from ..pyro import auth
-from .delivery import Dispatcher
+from ..pyro import auth, compat
+from .delivery import Dispatcher, Mailbox
 from .patterncheck import PatternChecker
 
-__all__ = ["EventService", "subscriber_key"]
+__all__ = ["PARKING", "EventService", "subscriber_key"]
 
 log = logging.getLogger(__name__)
+
+#: why subscribers are removed, as counted in stats()
+REMOVAL_REASONS = ("dead", "timed_out", "unsubscribed", "closed")
+
+
+class _Parking(threading.local):
+    """Set by a thread that serves clients without blocking (the event loop): instead of waiting for room
+    in full queues, ``publish`` leaves them in ``full`` and the loop parks the client until there is room."""
+
+    full: list[Mailbox] | None = None
+
+
+PARKING = _Parking()
 
 
 def subscriber_key(subscriber: t.Any) -> str:
@@ -42,9 +55,11 @@ class EventService:
 
     :param settings: queue size, full-queue policy, limits (see ``config.Settings``)
     :param authenticator: proves the passphrase to subscriber daemons, when the ES has one
+    :param dispatcher: what moves events to subscribers (``delivery.Dispatcher``; tests pass an offline one)
     """
 
-    def __init__(self, settings: Settings | None = None, authenticator: auth.Authenticator | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, authenticator: auth.Authenticator | None = None,
+                 dispatcher: t.Callable[..., Dispatcher] = Dispatcher) -> None:
         self.settings = settings or Settings()
         self._authenticator = authenticator
         self._index = SubscriptionIndex(
@@ -53,12 +68,16 @@ class EventService:
             cache_size=self.settings.match_cache_size,
             on_pattern_timeout=self._pattern_timed_out,
         )
-        self._dispatcher = Dispatcher(self.settings, self._make_subscriber_proxy, self._subscriber_dead)
+        self._dispatcher = dispatcher(self.settings, self._make_subscriber_proxy, self._subscriber_dead)
         self._pattern_checker = PatternChecker()
         self._accept_lock = threading.Lock()
         self._membership_lock = threading.Lock()
         self._last_time = 0.0
         self.published = 0
+        self.removed = dict.fromkeys(REMOVAL_REASONS, 0)
+        self._started = time.monotonic()
+        #: the number of client connections served (set by whoever serves them)
+        self.connections: t.Callable[[], int] = lambda: 0
 
     # -- the classic API ---------------------------------------------------
 
@@ -122,15 +141,15 @@ class EventService:
                             "max_subject_length/max_pattern_length")
         key = self._join(subscriber)
         with self._membership_lock:
-            if self._index.remove(key, subjects):
-                self._dispatcher.close(key)
+            if self._index.remove(key, subjects) and self._dispatcher.close(key):
+                self.removed["unsubscribed"] += 1
 
     # -- beyond the classic API ------------------------------------------
 
     @expose
     def unsubscribeAll(self, subscriber: t.Any) -> None:
         """Remove every subscription of ``subscriber`` (used by the skeleton when it closes)."""
-        self._drop(self._join(subscriber))
+        self._drop(self._join(subscriber), "closed")
 
     @expose
     def hasSubscriptions(self, subscriber: t.Any) -> bool:
@@ -150,12 +169,51 @@ class EventService:
                 ("max_message_size", "max_subject_length", "max_pattern_length", "max_subscriptions", "queuesize")}
 
     @expose
-    def stats(self) -> dict[str, t.Any]:
-        """Counts for monitoring: subscribers, subjects, patterns, cache, queues, drops."""
-        counts: dict[str, t.Any] = {"published": self.published}
-        counts.update(self._index.stats())
-        counts.update(self._dispatcher.stats())
-        return counts
+    def setQueuePolicy(self, subscriber: t.Any, policy: str, queuesize: int | None = None) -> None:
+        """Give ``subscriber`` its own full-queue policy ("block", "drop", "drop-oldest") and queue size.
+
+        ``queuesize`` (None: the ES's default) may not exceed the ES setting
+        max_queuesize; a bad value is a ValueError naming it. The subscriber
+        must hold a subscription here.
+        """
+        key = self._join(subscriber)
+        with self._membership_lock:
+            self._dispatcher.set_policy(key, policy, queuesize)
+
+    @expose
+    def stats(self) -> dict[str, dict[str, t.Any]]:
+        """{"counters": ..., "gauges": ...} for monitoring; counters never decrease over the ES's life."""
+        index = self._index.stats()
+        delivery_counters, delivery_gauges = self._dispatcher.stats()
+        counters: dict[str, t.Any] = {"published": self.published, **delivery_counters,
+                                      "pattern_timeouts": index["pattern_timeouts"]}
+        counters.update((f"removed_{reason}", count) for reason, count in self.removed.items())
+        counters.update(cache_hits=index["cache_hits"], cache_misses=index["cache_misses"])
+        gauges: dict[str, t.Any] = {
+            "subscribers": index["subscribers"],
+            "subscriptions_exact": index["subjects"],
+            "subscriptions_pattern": index["patterns"],
+            "queued": delivery_gauges.pop("queued"),
+            "deepest_queue": delivery_gauges.pop("deepest_queue"),
+            "connections": self.connections(),
+            "uptime": time.monotonic() - self._started,
+            "cached_subjects": index["cached_subjects"],
+            **delivery_gauges,
+        }
+        return {"counters": counters, "gauges": gauges}
+
+    @expose
+    def subscribers(self) -> list[dict[str, t.Any]]:
+        """One dict per subscriber: uri, subscription counts, queue depth, size and policy, delivered,
+        dropped, and the time of its last delivery (epoch seconds, or None)."""
+        listing = []
+        for mailbox in self._dispatcher.mailboxes():
+            subjects, patterns = self._index.subscriptions(mailbox.key)
+            listing.append({"uri": mailbox.key, "subjects": len(subjects), "patterns": len(patterns),
+                            "queued": len(mailbox.events), "queuesize": mailbox.queuesize, "policy": mailbox.policy,
+                            "delivered": mailbox.delivered, "dropped": mailbox.dropped,
+                            "last_delivery": mailbox.last_delivery})
+        return listing
 
     # -- internals -------------------------------------------------------
 
@@ -187,7 +245,11 @@ class EventService:
                         queued += post(keys, (subject, message, stamp), full)
                 self.published += 1
         if full:
-            self._dispatcher.wait_for_room(full)
+            parked = PARKING.full
+            if parked is not None:
+                parked.extend(full)  # the event loop parks this publisher until there is room
+            else:
+                self._dispatcher.wait_for_room(full)
         return queued
 
     def _join(self, subscriber: t.Any) -> str:
@@ -204,25 +266,26 @@ class EventService:
     def _open_mailbox(self, key: str, subscriber: Proxy) -> None:
         self._dispatcher.open(key, subscriber._pyroUri)
 
-    def _drop(self, key: str) -> None:
+    def _drop(self, key: str, reason: str) -> None:
         with self._membership_lock:
             self._index.remove_subscriber(key)
-            self._dispatcher.close(key)
+            if self._dispatcher.close(key):
+                self.removed[reason] += 1
 
     def _make_subscriber_proxy(self, uri: core.URI) -> Proxy:
         return auth.make_proxy(uri, self._authenticator)
 
     def _subscriber_dead(self, key: str, error: Exception) -> None:
         log.warning("removing subscriber %s: delivery failed: %s: %s", key, type(error).__name__, error)
-        self._drop(key)
+        self._drop(key, "timed_out" if isinstance(error, errors.TimeoutError) else "dead")
 
     def _pattern_timed_out(self, pattern: str, keys: frozenset[str]) -> None:
         log.warning("pattern %r took longer than %.3fs on one subject; removed from subscribers %s",
                     pattern, self.settings.pattern_timeout, ", ".join(sorted(keys)))
         with self._membership_lock:
             for key in keys:
-                if not any(self._index.subscriptions(key)):
-                    self._dispatcher.close(key)
+                if not any(self._index.subscriptions(key)) and self._dispatcher.close(key):
+                    self.removed["unsubscribed"] += 1
 
     def close(self) -> None:
         """Stop delivering and forget every subscription."""
@@ -237,6 +300,6 @@ def _refuse_oneway(method: str) -> None:
     threads without bound: they are refused (the pipelined Publisher is the
     fast path that keeps order and reports errors).
     """
-    if isinstance(threading.current_thread(), _OnewayCallThread):
+    if compat.in_oneway_call():
         log.warning("refused a oneway %s call: publish synchronously or use the pipelined Publisher", method)
         raise errors.PyroError(f"{method} cannot be called oneway")

@@ -16,11 +16,12 @@ from Pyro5.nameserver import NameServerDaemon
 
 from ..core.config import Settings, from_environment
 from ..pyro import auth, naming
-from ..pyro.daemon import ConnectionGuardMixin, GuardedDaemon
+from ..pyro.daemon import BoundedRequestsMixin, ConnectionGuardMixin
 from ..pyro.naming import EVENTSERVER_NAME
+from .loop import LoopDaemon
 from .service import EventService
 
-__all__ = ["EventServiceStarter", "AlreadyRunningError"]
+__all__ = ["AlreadyRunningError", "EventServiceStarter"]
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ class AlreadyRunningError(errors.NamingError):
     """A live Event Service is already registered in the name server."""
 
 
-class _AuthNameServerDaemon(ConnectionGuardMixin, auth.AuthDaemonMixin, NameServerDaemon):
+class _AuthNameServerDaemon(ConnectionGuardMixin, BoundedRequestsMixin, auth.AuthDaemonMixin, NameServerDaemon):
     def __init__(self, host: str, port: int, authenticator: auth.Authenticator | None, idle_timeout: float) -> None:
         self.authenticator = authenticator
         super().__init__(host, port, idle_timeout=idle_timeout)
@@ -43,9 +44,10 @@ class EventServiceStarter:
 
     ``start`` serves until ``shutdown``; ``initialize`` sets everything up and
     returns, for programs that call ``handleRequests`` themselves or serve from
-    a thread. Starting sets two of Pyro5's process-wide settings, which Pyro5
-    offers no other way: THREADPOOL_SIZE is raised to ``max_connections``, and
-    MAX_MESSAGE_SIZE is lowered to about ``max_message_size``; and it raises the
+    a thread. The daemon keeps Pyro5's ``sockets`` and ``events(ready)``, so a
+    program may also drive it from its own select loop. Starting lowers one of
+    Pyro5's process-wide settings, which Pyro5 offers no other way:
+    MAX_MESSAGE_SIZE, to about ``max_message_size``; and it raises the
     process's soft limit of open files to the hard limit.
     """
 
@@ -53,7 +55,7 @@ class EventServiceStarter:
         self.settings = settings or from_environment()
         self.authenticator = auth.Authenticator(identification, self.settings.handshake_window) if identification else None
         self.service: EventService | None = None
-        self.daemon: GuardedDaemon | None = None
+        self.daemon: LoopDaemon | None = None
         self.uri: core.URI | None = None
         self.nsUri: core.URI | None = None
         self._ns_daemon: _AuthNameServerDaemon | None = None
@@ -100,23 +102,27 @@ class EventServiceStarter:
         Raises AlreadyRunningError when a live ES is registered already.
         """
         host = hostname or pyro_config.HOST
-        pyro_config.THREADPOOL_SIZE = max(pyro_config.THREADPOOL_SIZE, self.settings.max_connections)
         _raise_file_limit()  # a socket per client and per subscriber: the usual 1024 is too few
         # room for the request's subjects and framing on top of the message itself
         pyro_config.MAX_MESSAGE_SIZE = min(pyro_config.MAX_MESSAGE_SIZE, self.settings.max_message_size + 64 * 1024)
         if embeddedNameServer:
-            nsHost = nsHost or host
+            nsHost = nsHost or host  # noqa: N806  (Pyro3's parameter names)
             self._start_name_server(nsHost, nsPort if nsPort is not None else pyro_config.NS_PORT)
-            nsPort = self._ns_daemon.sock.getsockname()[1]
+            assert self._ns_daemon is not None
+            nsPort = self._ns_daemon.sock.getsockname()[1]  # noqa: N806
         try:
             if useNameServer:
                 self._ns_location = (nsHost, nsPort)
                 self._refuse_if_running()
             self.service = EventService(self.settings, self.authenticator)
-            self.daemon = GuardedDaemon(host, port or 0, authenticator=self.authenticator, idle_timeout=self.settings.idle_timeout)
+            self.daemon = LoopDaemon(host, port or 0, authenticator=self.authenticator,
+                                     idle_timeout=self.settings.idle_timeout,
+                                     max_connections=self.settings.max_connections)
             self.uri = self.daemon.register(self.service, EVENTSERVER_NAME)
             for method in ("publish", "publishBatch"):  # the skeletons' marshalled publishes
                 self.daemon.serve_directly(EVENTSERVER_NAME, method, getattr(self.service, method))
+            self.daemon.serve_in_thread("subscribeMatch")  # checks new patterns in a helper process
+            self.service.connections = self.daemon.transportServer.connections
             if useNameServer:
                 with naming.locate_ns(nsHost, nsPort, self.authenticator) as ns:
                     ns.register(EVENTSERVER_NAME, self.uri)
@@ -139,7 +145,7 @@ class EventServiceStarter:
             return
         deadline = None if timeout is None else time.monotonic() + timeout
         timer = None
-        if deadline is not None:
+        if timeout is not None:
             timer = threading.Timer(timeout, self._wake)
             timer.daemon = True
             timer.start()
@@ -183,7 +189,9 @@ class EventServiceStarter:
         log.info("embedded name server at %s", self.nsUri)
 
     def _refuse_if_running(self) -> None:
-        with naming.locate_ns(*self._ns_location, authenticator=self.authenticator) as ns:
+        assert self._ns_location is not None
+        ns_host, ns_port = self._ns_location
+        with naming.locate_ns(ns_host, ns_port, authenticator=self.authenticator) as ns:
             try:
                 existing = ns.lookup(EVENTSERVER_NAME)
             except errors.NamingError:
