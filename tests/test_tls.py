@@ -12,12 +12,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from Pyro5 import errors
-from Pyro5 import socketutil
+import socket
+
+from Pyro5 import core, errors
 from Pyro5.api import Proxy
 
 import eventservice
-from conftest import WAIT, Collector, read_line
+from conftest import LOCALHOST, WAIT, Collector, read_line
+from eventservice.pyro import compat
 
 pytestmark = pytest.mark.network
 
@@ -59,8 +61,7 @@ def certificates(tmp_path_factory):
 def plain_afterwards():
     """Whatever a test switches on, leave this process without Pyro5's cached TLS contexts."""
     yield
-    setattr(socketutil, "__ssl_client_context", None)
-    setattr(socketutil, "__ssl_server_context", None)
+    compat.reset_ssl_contexts()
 
 
 def _start_tls_es(processes, pyro_settings, certificates, *extra: str):
@@ -68,8 +69,9 @@ def _start_tls_es(processes, pyro_settings, certificates, *extra: str):
     es_process = processes.spawn("bin/es", "--ns", "-n", "127.0.0.1", "--ns-port", "0", "-p", "0",
                                  "--ssl-ca", ca, "--ssl-cert", cert, "--ssl-key", key, *extra)
     ns_line = read_line(es_process, expect="Name server URI")
-    read_line(es_process, expect="Event Service URI")
+    es_line = read_line(es_process, expect="Event Service URI")
     pyro_settings.NS_PORT = int(ns_line.strip().rsplit(":", 1)[1])
+    es_process.es_port = int(es_line.strip().rsplit(":", 1)[1])
     return es_process
 
 
@@ -133,3 +135,31 @@ def test_use_tls_names_a_missing_file(tmp_path):
     missing = str(tmp_path / "nope.pem")
     with pytest.raises(FileNotFoundError, match="nope.pem"):
         eventservice.use_tls(missing)
+
+
+def test_a_silent_connection_does_not_lock_new_tls_clients_out(processes, pyro_settings, certificates,
+                                                               plain_afterwards, collectors):
+    """A raw TCP connection that never starts its TLS handshake sits on the ES's port (and on a subscriber's):
+    a new TLS publisher and subscriber are served while it stays open, long before any idle limit.
+
+    The clients give up after 5 s (COMMTIMEOUT); the ES's idle limit is 60 s. Were the TLS handshake run
+    in the accepting thread, the silent connection would hold every new client until then.
+    """
+    es_process = _start_tls_es(processes, pyro_settings, certificates, "--idle-timeout", "60")
+    eventservice.use_tls(*certificates)
+    pyro_settings.COMMTIMEOUT = 5.0
+    with socket.create_connection((LOCALHOST, es_process.es_port)) as silent_at_es:
+        publisher = eventservice.Publisher()
+        subscriber = collectors()
+        daemon_port = subscriber._callback_proxy()._pyroUri.port
+        with socket.create_connection((LOCALHOST, daemon_port)) as silent_at_subscriber:
+            subscriber.subscribe("THROUGH")  # the ES connects to the subscriber's daemon now
+            assert publisher.publish("THROUGH", 1) == 1
+            assert subscriber.take(1)[0].msg == 1
+            with Proxy(core.URI(f"PYRO:{core.DAEMON_NAME}@{LOCALHOST}:{daemon_port}")) as daemon:
+                assert daemon.ping() is None  # a new TLS client of the subscriber's daemon, served
+            silent_at_subscriber.setblocking(True)
+        silent_at_es.settimeout(0.1)
+        with pytest.raises(socket.timeout):
+            silent_at_es.recv(1)  # still open: the ES did not just close it
+        publisher.close()

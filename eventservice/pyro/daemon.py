@@ -30,7 +30,7 @@ __all__ = ["BoundedRequestsMixin", "ConnectionGuardMixin", "DirectCallsMixin", "
 _log = logging.getLogger(__name__)
 
 #: seconds a client may take for its TLS and connect handshakes when the daemon has no idle limit
-HANDSHAKE_TIMEOUT = 60.0
+HANDSHAKE_TIMEOUT = 10.0
 
 
 class ConnectionGuardMixin:
