@@ -6,13 +6,13 @@ import contextlib
 import socket
 import threading
 
-import pytest
 import Pyro5
+import pytest
+from conftest import LOCALHOST, WAIT
 from Pyro5 import config as pyro_config
 from Pyro5 import errors, protocol, socketutil
 from Pyro5.api import Daemon, Proxy, expose
 
-from conftest import LOCALHOST, WAIT
 from eventservice.pyro import compat
 from eventservice.pyro.auth import Authenticator, PassphraseError, make_proxy
 from eventservice.pyro.daemon import GuardedDaemon
@@ -48,7 +48,7 @@ def closed_by_server(sock: socket.socket) -> bool:
             pass
     except ConnectionResetError:
         pass
-    except socket.timeout:
+    except TimeoutError:
         return False
     return True
 

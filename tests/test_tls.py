@@ -6,19 +6,18 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import socket
 
 import pytest
+from conftest import LOCALHOST, WAIT, Collector, read_line
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-import socket
-
 from Pyro5 import core, errors
 from Pyro5.api import Proxy
 
 import eventservice
-from conftest import LOCALHOST, WAIT, Collector, read_line
 from eventservice.pyro import compat
 
 pytestmark = pytest.mark.network
@@ -133,7 +132,7 @@ def test_two_way_tls_accepts_clients_with_certificate(processes, pyro_settings, 
 def test_use_tls_names_a_missing_file(tmp_path):
     """A wrong path is reported by name, before anything connects."""
     missing = str(tmp_path / "nope.pem")
-    with pytest.raises(FileNotFoundError, match="nope.pem"):
+    with pytest.raises(FileNotFoundError, match=r"nope\.pem"):
         eventservice.use_tls(missing)
 
 
