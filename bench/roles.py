@@ -70,16 +70,20 @@ def cpu_seconds() -> float:
     return time.process_time()
 
 
+#: seq = publisher * STREAM_STRIDE + i when several publishers feed one receiver (each stream is checked alone)
+STREAM_STRIDE = 1_000_000
+
+
 class Tracker:
-    """Checks one receiver's stream: seq must rise by exactly 1; counts what is not so.
+    """Checks one receiver's streams (one per publisher): seq must rise in each; counts what is not so.
 
     ``duplicates``: a seq seen before; ``out_of_order``: a new seq lower than
-    one already seen; lost ones are the expected count minus ``received``.
+    one already seen from its publisher; lost ones are the expected count minus ``received``.
     """
 
     def __init__(self, per_seq: bool) -> None:
         self.seen: set[int] = set()
-        self.top = -1
+        self.tops: dict[int, int] = {}
         self.duplicates = self.out_of_order = 0
         self.latencies: list[float] = []
         self.per_seq: dict[int, float] | None = {} if per_seq else None
@@ -97,9 +101,12 @@ class Tracker:
         if seq in self.seen:
             self.duplicates += 1
             return
-        if seq < self.top:
+        stream = seq // STREAM_STRIDE
+        top = self.tops.get(stream, -1)
+        if seq < top:
             self.out_of_order += 1
-        self.top = max(self.top, seq)
+        else:
+            self.tops[stream] = seq
         self.seen.add(seq)
         self.latencies.append(latency)
         if self.per_seq is not None:
@@ -188,7 +195,7 @@ def role_subs(args: dict[str, t.Any]) -> None:
     holders = []
     noise, noise_objects = int(args.get("noise", 0)), int(args.get("noise_objects", 20))
     if noise:
-        patterns = [r"^NOMATCH\.%05d\." % i for i in range(noise)]
+        patterns = [rf"^NOMATCH\.{i:05d}\." for i in range(noise)]
         share = -(-noise // noise_objects)
         for first in range(0, noise, share):
             holder = eventservice.Subscriber()
@@ -210,15 +217,21 @@ def role_pub(args: dict[str, t.Any]) -> None:
 
     ``pipeline`` > 0 makes it a pipelined Publisher (flushed at the end);
     ``rate`` > 0 paces it; ``distinct`` gives every event its own subject.
+    ``stream`` K numbers its events from K * STREAM_STRIDE; ``go``: after the warm-up,
+    say "connected" and wait for a line on stdin before publishing (many publishers start at once).
     """
     import eventservice
 
     count, seconds = int(args["count"]), float(args["seconds"])
     rate, distinct = float(args.get("rate", 0)), bool(args.get("distinct"))
+    base = int(args.get("stream", 0)) * STREAM_STRIDE
     publisher = eventservice.Publisher(pipeline=int(args.get("pipeline", 0)))
     for _ in range(int(args.get("warmup", 0))):
         publisher.publish(subject_for(-1, distinct), payload(-1))
     publisher.flush(30)
+    if args.get("go"):
+        emit(connected=True)
+        sys.stdin.readline()
     time.sleep(float(args.get("settle", 0)))
     cpu0, start = cpu_seconds(), time.monotonic()
     deadline = start + seconds
@@ -226,12 +239,27 @@ def role_pub(args: dict[str, t.Any]) -> None:
     sent = 0
     while sent < count and time.monotonic() < deadline:
         paced(sent, start, rate, deadline)
-        publisher.publish(subject_for(sent, distinct), payload(sent))
+        publisher.publish(subject_for(sent, distinct), payload(base + sent))
         sent += 1
     publisher.flush(60)
     t1 = time.time()
     emit(result={"sent": sent, "t0": t0, "t1": t1, "cpu": cpu_seconds() - cpu0})
     publisher.close()
+
+
+def role_clients(args: dict[str, t.Any]) -> None:
+    """``n`` connected Publishers (each published once), held open until stdin closes."""
+    import eventservice
+
+    publishers = []
+    for _ in range(int(args["n"])):
+        publisher = eventservice.Publisher()
+        publisher.publish("NOBODY.LISTENS", 0)  # connected and past the handshake
+        publishers.append(publisher)
+    emit(ready=True, clients=len(publishers))
+    sys.stdin.read()
+    for publisher in publishers:
+        publisher.close()
 
 
 # -- raw Pyro5 roles ----------------------------------------------------------------
@@ -327,6 +355,7 @@ def role_rawclient(args: dict[str, t.Any]) -> None:
 ROLES = {
     "subs": role_subs,
     "pub": role_pub,
+    "clients": role_clients,
     "rawhost": role_rawhost,
     "rawclient": role_rawclient,
 }

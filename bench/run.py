@@ -4,7 +4,7 @@
     python3 bench/run.py            # full: 3 rounds, medians (about 4 minutes)
     python3 bench/run.py --quick    # 1 round, smaller counts (under 3 minutes)
 
-Options: --rounds R (medians over R rounds), --only raw,fanout,pipelined,latency,patterns,scale,
+Options: --rounds R (medians over R rounds), --only raw,fanout,pipelined,latency,patterns,scale,ingest,clients,
 --json OUT (every round's figures and the table), --profile DIR (record the Event Service of
 every scenario with py-spy; --py-spy PATH if it is not on PATH), --no-bootstrap (or
 ES_BENCH_NO_BOOTSTRAP=1: use this interpreter as it is instead of the project's .venv).
@@ -35,6 +35,11 @@ per round, and the table shows medians over rounds. Scenarios:
   scale      1,000 subscribers in 10 processes: time until all have an event (20 events
              at 10/s, then 12 s more at 10/s); ES threads, RSS and file descriptors
              before, at their peak and after
+  ingest     P = 5, 20, 50 synchronous publisher processes (all connected, then started at
+             once) feeding one subscriber: delivered/s and the ES's CPU per event, against
+             plain Pyro5 marshal round trips (one client) in the same round
+  clients    1,000 connected Publishers in 4 processes: ES threads and fds before, with
+             them, and after they closed (the thread count must not grow with connections)
 
 The goals against Redis (fan-out to 10 and 50, latency) are measured by
 ../shared/bench/peers.py; this benchmark reports the ES's side of them.
@@ -64,14 +69,16 @@ BENCH = Path(__file__).resolve().parent
 
 if "--no-bootstrap" not in sys.argv and not os.environ.get("ES_BENCH_NO_BOOTSTRAP"):
     sys.path.insert(0, str(ROOT / "dev"))
-    import bootstrap  # noqa: E402
+    import bootstrap
 
     bootstrap.ensure_venv()
 
 sys.path.insert(0, str(BENCH))
 import roles  # noqa: E402
 
-SCENARIOS = ("raw", "fanout", "pipelined", "latency", "patterns", "scale")
+SCENARIOS = ("raw", "fanout", "pipelined", "latency", "patterns", "scale", "ingest", "clients")
+INGEST_PUBLISHERS = (5, 20, 50)
+CLIENTS, CLIENT_HOSTS = 1000, 4
 NOISE_PATTERNS = 10_000
 SCALE_SUBSCRIBERS, SCALE_HOSTS, SCALE_EVENTS, SCALE_RATE, SCALE_BUDGET = 1000, 10, 20, 10.0, 120.0
 #: seconds the scale scenario goes on publishing after its SCALE_EVENTS (more than a heartbeat period)
@@ -97,15 +104,18 @@ class Sizes:
     pattern_seconds: float
     naive_subjects: int
     naive_seconds: float
+    ingest_events: int  # in total, split over the publishers
     budget: float  # seconds one cluster (ES and its clients) may live, scale excepted
 
 
 QUICK = Sizes(raw_calls=10_000, raw_batches=1000, raw_seconds=2, fanout_events=10_000, fanout_seconds=3,
               pipelined_events=150_000, pipelined_seconds=3, latency_seconds=3, pattern_events=8000,
-              pattern_seconds=2.5, naive_subjects=500, naive_seconds=3, budget=60)
+              pattern_seconds=2.5, naive_subjects=500, naive_seconds=3, ingest_events=30_000,
+              budget=60)
 FULL = Sizes(raw_calls=10_000, raw_batches=1000, raw_seconds=5, fanout_events=20_000, fanout_seconds=8,
              pipelined_events=400_000, pipelined_seconds=8, latency_seconds=6, pattern_events=10_000,
-             pattern_seconds=5, naive_subjects=500, naive_seconds=5, budget=120)
+             pattern_seconds=5, naive_subjects=500, naive_seconds=5, ingest_events=90_000,
+             budget=120)
 
 
 class ScenarioError(Exception):
@@ -590,7 +600,7 @@ def naive_match_rate(subjects: int, seconds: float) -> float:
     import regex
 
     flags = regex.IGNORECASE | regex.FULLCASE
-    patterns = [regex.compile(r"^NOMATCH\.%05d\." % i, flags) for i in range(NOISE_PATTERNS)]
+    patterns = [regex.compile(rf"^NOMATCH\.{i:05d}\.", flags) for i in range(NOISE_PATTERNS)]
     deadline = time.monotonic() + seconds
     start = time.perf_counter()
     done = 0
@@ -689,6 +699,63 @@ def scenario_scale(sizes: Sizes, profile: tuple[str, Path] | None) -> ScenarioRe
     return metrics, notes
 
 
+def scenario_ingest(sizes: Sizes, profile: tuple[str, Path] | None) -> ScenarioResult:
+    """P synchronous publisher processes, one subscriber: delivered/s and the ES's CPU per event."""
+    metrics: dict[str, float] = {}
+    notes: list[str] = []
+    for publishers in INGEST_PUBLISHERS:
+        label = f"ingest-p{publishers}"
+        with Cluster(label, sizes.budget + 2 * publishers, profile, notes) as cluster:
+            es = cluster.start_es()
+            host = cluster.role("subs0", "subs", n=1, subscribe=roles.SUBJECT)
+            host.read("ready", cluster.deadline.left(60))
+            shares = split(sizes.ingest_events, publishers)
+            pubs = [cluster.role(f"pub{k}", "pub", count=share, seconds=sizes.budget / 2, warmup=1, go=True,
+                                 stream=k) for k, share in enumerate(shares)]
+            for pub in pubs:
+                pub.read("connected", cluster.deadline.left(60))
+            cluster.measuring()
+            cpu0, t0 = proc_cpu(es.pid), time.time()
+            for pub in pubs:
+                pub.send("go")
+            sent = sum(pub.read("result", cluster.deadline.left(sizes.budget))["result"]["sent"] for pub in pubs)
+            report = collect([host], sent, cluster.deadline)
+            es_cpu = proc_cpu(es.pid) - cpu0
+        add_integrity(metrics, report)
+        if not report["complete"]:
+            notes.append(f"{label}: only {report['received']} of {report['expected']} events delivered in time")
+        span = report["last"] - t0
+        metrics[f"p{publishers}_delivered"] = report["received"] / span if span > 0 else 0.0
+        metrics[f"p{publishers}_es_cpu_us"] = 1e6 * es_cpu / max(1, report["received"])
+        progress(f"{label}: {report['received']} events, delivered {metrics[f'p{publishers}_delivered']:,.0f}/s, "
+                 f"ES CPU {metrics[f'p{publishers}_es_cpu_us']:.1f}us/event")
+    return metrics, notes
+
+
+def scenario_clients(sizes: Sizes, profile: tuple[str, Path] | None) -> ScenarioResult:
+    """1,000 connected Publishers: the ES's threads and fds before, with them, after."""
+    metrics: dict[str, float] = {}
+    with Cluster("clients", sizes.budget * 2, profile) as cluster:
+        es = cluster.start_es()
+        before = proc_resources(es.pid)
+        hosts = [cluster.role(f"clients{i}", "clients", n=n) for i, n in enumerate(split(CLIENTS, CLIENT_HOSTS))]
+        connected = sum(host.read("ready", cluster.deadline.left())["clients"] for host in hosts)
+        during = proc_resources(es.pid)
+        for host in hosts:
+            host.proc.stdin.close()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and proc_resources(es.pid)["fds"] > before["fds"] + 5:
+            time.sleep(0.1)
+        after = proc_resources(es.pid)
+    metrics["connected"] = connected
+    for name, values in (("before", before), ("during", during), ("after", after)):
+        for key, value in values.items():
+            metrics[f"{key}_{name}"] = value
+    progress(f"clients: {connected} connected; ES threads {before['threads']} -> {during['threads']} -> "
+             f"{after['threads']}, fds {before['fds']} -> {during['fds']} -> {after['fds']}")
+    return metrics, []
+
+
 SCENARIO_FUNCTIONS: dict[str, t.Callable[[Sizes, tuple[str, Path] | None], ScenarioResult]] = {
     "raw": scenario_raw,
     "fanout": scenario_fanout,
@@ -696,6 +763,8 @@ SCENARIO_FUNCTIONS: dict[str, t.Callable[[Sizes, tuple[str, Path] | None], Scena
     "latency": scenario_latency,
     "patterns": scenario_patterns,
     "scale": scenario_scale,
+    "ingest": scenario_ingest,
+    "clients": scenario_clients,
 }
 
 
@@ -780,6 +849,17 @@ ROWS = [
     Row("scale", "ES RSS growth per subscriber, KB", "scale.rss_per_subscriber_kb", goal=("<", 50.0), unit="kb"),
     Row("scale", "ES fds at the end (vs before)", "scale.fds_after", "scale.fds_before", unit="count",
         goal_text="info", delta=True),
+    *[row for p in INGEST_PUBLISHERS for row in (
+        Row("ingest", f"P={p} sync publishers, delivered/s (vs raw marshal)", f"ingest.p{p}_delivered",
+            "raw.rt_marshal", goal_text=">=1x Redis: peers.py"),
+        Row("ingest", f"P={p} ES CPU per event, us (vs raw marshal server)", f"ingest.p{p}_es_cpu_us",
+            "raw.rt_marshal_server_us", unit="us", goal_text="<=2x Redis: peers.py"))],
+    Row("clients", f"{CLIENTS} connected clients: ES threads (vs before)", "clients.threads_during",
+        "clients.threads_before", unit="count", goal_text="no growth (+<=2)", delta=True),
+    Row("clients", f"{CLIENTS} connected clients: ES fds (vs before)", "clients.fds_during", "clients.fds_before",
+        unit="count", goal_text="info", delta=True),
+    Row("clients", "after they closed: ES threads (vs before)", "clients.threads_after", "clients.threads_before",
+        unit="count", goal_text="info", delta=True),
 ]
 
 
@@ -803,10 +883,11 @@ def median_or_none(values: list[float]) -> float | None:
 
 def verdict(row: Row, value: float | None, baseline: float | None, ratio: float | None) -> str:
     """PASS/FAIL against the row's goal, '' when it has none, '?' when a figure is missing."""
-    if row.goal_text.startswith("bounded"):
+    if row.goal_text.startswith(("bounded", "no growth")):
         if value is None or baseline is None:
             return "?"
-        return "PASS" if value - baseline <= THREAD_GROWTH_LIMIT else "FAIL"
+        limit = THREAD_GROWTH_LIMIT if row.goal_text.startswith("bounded") else 2
+        return "PASS" if value - baseline <= limit else "FAIL"
     if row.goal is None:
         return ""
     subject = ratio if row.baseline else value
@@ -886,9 +967,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     unknown = set(selected) - set(SCENARIOS)
     if unknown:
         parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
-    if {"fanout", "pipelined"} & set(selected) and "raw" not in selected:
+    if {"fanout", "pipelined", "ingest"} & set(selected) and "raw" not in selected:
         selected.append("raw")  # their baselines
-        progress("adding scenario raw: it is the baseline of fanout and pipelined")
+        progress("adding scenario raw: it is the baseline of fanout, pipelined and ingest")
     options.selected = [name for name in SCENARIOS if name in selected]
     options.rounds = options.rounds or (1 if options.quick else 3)
     if options.rounds < 1:

@@ -8,8 +8,17 @@ import pytest
 from Pyro5 import config as pyro_config
 from Pyro5 import errors, protocol, serializers
 
-from eventservice.pyro.wire import (HEADER_SIZE, Reply, ReplyReader, encode_call, encode_marshal_call, encode_result,
-                                marshal_call_tail, marshalled_call, receive_request)
+from eventservice.pyro.wire import (
+    HEADER_SIZE,
+    Reply,
+    ReplyReader,
+    encode_call,
+    encode_marshal_call,
+    encode_result,
+    marshal_call_tail,
+    marshalled_call,
+    receive_request,
+)
 
 
 def reply_bytes(value, seq: int = 7, flags: int = 0, serializer: str = "marshal",
@@ -154,3 +163,20 @@ def test_only_plain_marshalled_calls_are_direct(request_bytes):
 def test_result_reads_back_as_the_value():
     assert ReplyReader().feed(encode_result(77, [[0, "ValueError", "bad"]])) == Reply(77, [[0, "ValueError", "bad"]], False)
     assert ReplyReader().feed(encode_result(78, None)) == Reply(78, None, False)
+
+
+def test_compressed_reply_is_inflated_within_the_bound(pyro_settings):
+    """A daemon with Pyro5's COMPRESSION on answers compressed: the reader inflates it, but no further than
+    MAX_MESSAGE_SIZE."""
+    import zlib
+
+    from eventservice.pyro import compat
+
+    value = "x" * 5000
+    data = zlib.compress(serializers.serializers["marshal"].dumps(value))
+    marshal_id = serializers.serializers["marshal"].serializer_id
+    frame = compat.frame(protocol.MSG_RESULT, protocol.FLAGS_COMPRESSED, 7, marshal_id, data)
+    assert ReplyReader().feed(frame) == Reply(7, value, False)
+    pyro_settings.MAX_MESSAGE_SIZE = 1000
+    with pytest.raises(errors.ProtocolError, match="inflates beyond"):
+        ReplyReader().feed(frame)

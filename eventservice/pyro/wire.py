@@ -16,6 +16,7 @@ import marshal
 import typing as t
 
 from Pyro5 import config, errors, protocol, serializers
+from Pyro5.callcontext import current_context
 
 from ..core.event import Event
 from . import compat
@@ -48,7 +49,9 @@ def encode_call(object_id: str, method: str, args: t.Sequence[t.Any], serializer
     serializer = serializers.serializers[serializer_name]
     data = serializer.dumpsCall(object_id, method, args, {})
     flags = protocol.FLAGS_BATCH if batch else 0
-    return protocol.SendingMessage(protocol.MSG_INVOKE, flags, seq, serializer.serializer_id, data).data
+    if config.COMPRESSION or current_context.correlation_id:  # Pyro5's own framing does these
+        return protocol.SendingMessage(protocol.MSG_INVOKE, flags, seq, serializer.serializer_id, data).data
+    return compat.frame(protocol.MSG_INVOKE, flags, seq, serializer.serializer_id, data)
 
 
 def marshal_call_tail(method: str, args: list[t.Any]) -> bytes:
@@ -63,7 +66,7 @@ def marshal_call_tail(method: str, args: list[t.Any]) -> bytes:
 def encode_marshal_call(object_id: str, tail: bytes, seq: int) -> bytes:
     """The wire bytes of the call ``tail`` (from :func:`marshal_call_tail`) on ``object_id``, as marshal."""
     payload = _MARSHAL_CALL_TUPLE + marshal.dumps(object_id, _MARSHAL_VERSION) + tail
-    return protocol.SendingMessage(protocol.MSG_INVOKE, 0, seq, _MARSHAL_ID, payload).data
+    return compat.frame(protocol.MSG_INVOKE, 0, seq, _MARSHAL_ID, payload)
 
 
 #: how a subscriber takes events, best first: one marshalled batch (bytes), a batch, one event per call
@@ -118,7 +121,7 @@ class ReplyReader:
 
     def __init__(self) -> None:
         self._buffer = bytearray()
-        self._header: protocol.ReceivingMessage | None = None  # parsed once its bytes are in
+        self._header: compat.Header | None = None  # parsed once its bytes are in
 
     @property
     def started(self) -> bool:
@@ -139,7 +142,7 @@ class ReplyReader:
                 if len(buffer) >= 4:
                     protocol.ReceivingMessage.validate(bytes(buffer))
                 return None
-            header = self._header = protocol.ReceivingMessage(bytes(buffer[:HEADER_SIZE]))  # checks size limit
+            header = self._header = compat.parse_header(buffer)  # checks the size limit
             if header.type != protocol.MSG_RESULT:
                 raise errors.ProtocolError(f"invalid message type {header.type} in reply (expected a result)")
             del buffer[:HEADER_SIZE]
@@ -148,11 +151,13 @@ class ReplyReader:
             return None
         if len(buffer) > size:
             raise errors.ProtocolError("unexpected bytes after a reply")
-        header.add_payload(bytes(buffer))
+        data = bytes(buffer[header.annotations_size:])
+        if header.flags & protocol.FLAGS_COMPRESSED:  # rare: a daemon with Pyro5's COMPRESSION on
+            data = compat.inflate(data, config.MAX_MESSAGE_SIZE)
         serializer = serializers.serializers_by_id.get(header.serializer_id)
         if serializer is None:
             raise errors.ProtocolError(f"unknown serializer {header.serializer_id} in reply")
-        return Reply(header.seq, serializer.loads(header.data), bool(header.flags & protocol.FLAGS_EXCEPTION))
+        return Reply(header.seq, serializer.loads(data), bool(header.flags & protocol.FLAGS_EXCEPTION))
 
 
 def call(connection: t.Any, method: str, args: tuple[t.Any, ...], serializer_name: str, seq: int) -> t.Any:
@@ -219,4 +224,4 @@ def marshalled_call(message: protocol.ReceivingMessage) -> tuple[str, str, list[
 def encode_result(seq: int, value: t.Any) -> bytes:
     """The wire bytes of the marshalled result ``value`` of call ``seq`` (ValueError if marshal cannot carry it)."""
     data = _MARSHAL_NONE if value is None else marshal.dumps(value)
-    return protocol.SendingMessage(protocol.MSG_RESULT, 0, seq, _MARSHAL_ID, data).data
+    return compat.frame(protocol.MSG_RESULT, 0, seq, _MARSHAL_ID, data)

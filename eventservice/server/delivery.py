@@ -127,13 +127,33 @@ class Dispatcher:
         self._connected: set[Mailbox] = set()  # connections the loop watches
         self._rounds = Rounds(settings.linger)
         self._marshalled: dict[tuple[t.Any, ...], bytes] = {}  # batch -> its marshalled call, while starting a round
-        self._selector = selectors.DefaultSelector()
+        self._selector: selectors.BaseSelector = selectors.DefaultSelector()
         self._wake_receiver, self._wake_sender = socket.socketpair()
         self._wake_receiver.setblocking(False)
         self._wake_sender.setblocking(False)
         self._selector.register(self._wake_receiver, selectors.EVENT_READ, None)
         self._sleeping = False  # the loop waits in select(): wake it through the socket pair
+        self._next_expiry_check = 0.0
+        # driven by an event loop (see drive_from) instead of a thread of its own
+        self._driver_wake: c.Callable[[], None] | None = None
+        self._driver_thread: int | None = None
         self._connectors = ConnectorPool(self._connect, settings.connectors)
+
+    def drive_from(self, selector: selectors.BaseSelector, wake: c.Callable[[], None]) -> None:
+        """Deliver from the caller's event loop instead of a thread of its own (call before any subscriber).
+
+        The loop registers nothing itself: the dispatcher registers its subscriber
+        connections in ``selector`` with their Mailbox as data; the loop passes
+        their readiness to ``handle`` and calls ``run_due`` each time round,
+        which returns how long it may then wait. ``wake()`` must make the loop
+        go round (it is called from other threads only).
+        """
+        self._selector.unregister(self._wake_receiver)
+        self._selector.close()
+        self._wake_receiver.close()
+        self._wake_sender.close()
+        self._selector = selector
+        self._driver_wake = wake
 
     # -- membership ------------------------------------------------------
 
@@ -227,6 +247,10 @@ class Dispatcher:
 
     def _wake(self) -> None:
         """Make the loop look at ``_ready`` and ``_closing`` (starting it on first use)."""
+        if self._driver_wake is not None:
+            if threading.get_ident() != self._driver_thread:  # the loop itself looks after each pass
+                self._driver_wake()
+            return
         if self._loop is None:
             with self._pool_lock:
                 if self._loop is None and not self._stopped:
@@ -240,51 +264,64 @@ class Dispatcher:
                 pass
 
     def _run(self) -> None:
+        """The delivery thread, when no event loop drives the dispatcher."""
         select = self._selector.select
-        rounds = self._rounds
-        next_expiry_check = time.monotonic() + EXPIRY_CHECK_SECONDS
         while not self._stopped:
             try:
-                now = time.monotonic()
-                if self._ready and now >= rounds.next_start():
-                    rounds.begin(now)
-                    self._start_ready_calls()
-                    rounds.calls_started()
-                if self._closing:
-                    self._drop_closed()
-                next_round = rounds.next_start()
-                round_open = rounds.is_open(now)
-                if round_open:  # it ends at its last reply, or at its end time at the latest
-                    timeout: float | None = rounds.ends() - now
-                elif self._ready:  # lingering
-                    timeout = max(0.0, next_round - now)
-                elif self._in_flight:
-                    timeout = max(0.0, next_expiry_check - now)
-                else:
-                    timeout = None
-                # set before looking at the queues, so a post() in between always wakes us (an open round,
-                # or a linger with mailboxes ready, looks at the ready queue when it ends: no wake-ups needed)
-                self._sleeping = not round_open and not (self._ready and now < next_round)
-                if (self._ready and now >= next_round) or self._closing or self._stopped:
-                    timeout = 0.0
+                timeout = self.run_due(time.monotonic())
                 ready = select(timeout)
                 self._sleeping = False
                 for key, mask in ready:
-                    mailbox = key.data
-                    if mailbox is None:
+                    if key.data is None:
                         self._drain_wake_ups()
-                        continue
-                    if mask & selectors.EVENT_WRITE and mailbox in self._in_flight:
-                        self._write(mailbox)
-                    if mask & selectors.EVENT_READ and mailbox.sock is not None:
-                        self._read(mailbox)
-                now = time.monotonic()
-                if now >= next_expiry_check:
-                    self._expire_calls(now)
-                    next_expiry_check = now + EXPIRY_CHECK_SECONDS
+                    else:
+                        self.handle(key.data, mask)
             except Exception:  # a bug here must not stop every delivery for good
                 log.exception("unexpected error in the delivery loop")
                 time.sleep(0.01)
+        self._disconnect_all()
+
+    def run_due(self, now: float) -> float | None:
+        """Start a round if one is due, drop closed mailboxes, expire late calls; how long the loop may
+        then wait for sockets (None: until something happens)."""
+        self._driver_thread = threading.get_ident()
+        rounds = self._rounds
+        if self._ready and now >= rounds.next_start():
+            rounds.begin(now)
+            self._start_ready_calls()
+            rounds.calls_started()
+        if self._closing:
+            self._drop_closed()
+        if now >= self._next_expiry_check:
+            if self._in_flight:
+                self._expire_calls(now)
+            self._next_expiry_check = now + EXPIRY_CHECK_SECONDS
+        next_round = rounds.next_start()
+        round_open = rounds.is_open(now)
+        timeout: float | None
+        if round_open:  # it ends at its last reply, or at its end time at the latest
+            timeout = rounds.ends() - now
+        elif self._ready:  # lingering
+            timeout = max(0.0, next_round - now)
+        elif self._in_flight:
+            timeout = max(0.0, self._next_expiry_check - now)
+        else:
+            timeout = None
+        # set before the caller waits, so a post() from another thread in between always wakes it (an open
+        # round, or a linger with mailboxes ready, looks at the ready queue when it ends: no wake-ups needed)
+        self._sleeping = not round_open and not (self._ready and now < next_round)
+        if (self._ready and now >= next_round) or self._closing or self._stopped:
+            timeout = 0.0
+        return timeout
+
+    def handle(self, mailbox: Mailbox, mask: int) -> None:
+        """A subscriber connection is ready: go on writing its request, or read its reply."""
+        if mask & selectors.EVENT_WRITE and mailbox in self._in_flight:
+            self._write(mailbox)
+        if mask & selectors.EVENT_READ and mailbox.sock is not None:
+            self._read(mailbox)
+
+    def _disconnect_all(self) -> None:
         self._drop_closed()
         for mailbox in list(self._connected):
             self._end_call(mailbox)
@@ -570,6 +607,10 @@ class Dispatcher:
         with self._pool_lock:
             self._stopped = True
             loop = self._loop
+        if self._driver_wake is not None:  # the driving loop has stopped: its selector is its own to close
+            self._connectors.stop()
+            self._disconnect_all()
+            return
         try:
             self._wake_sender.send(b"\0")
         except OSError:

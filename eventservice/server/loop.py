@@ -20,9 +20,10 @@ Requests:
   until the queues have room again (or their subscribers are removed). No
   thread blocks.
 
-Delivery keeps its own thread (``delivery.Dispatcher``): measured side by
-side, a shared loop saved little and held publishers' replies behind
-delivery rounds.
+Delivery shares the loop (``drive``): the dispatcher's subscriber
+connections sit in the same selector, and each pass of the loop first starts
+the delivery round that the previous pass's publishes made due. One thread
+then does all the work of a publish, with no hand-off between threads.
 """
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ from Pyro5.server import Daemon
 from ..pyro import compat, wire
 from ..pyro.auth import AuthDaemonMixin, Authenticator
 from .connectors import ConnectorPool
+from .delivery import Dispatcher, Mailbox
 from .service import PARKING
 
 __all__ = ["EventLoop", "LoopDaemon"]
@@ -138,14 +140,20 @@ class EventLoop:
         self._finished: collections.deque[tuple[_Client, bytes, list[t.Any], bool]] = collections.deque()
         self._workers = ConnectorPool(self._work, WORKERS, name="es-request")
         self._next_reap = time.monotonic()
+        self._dispatcher: Dispatcher | None = None
         self.shutting_down = False
+
+    def drive(self, dispatcher: Dispatcher) -> None:
+        """Run ``dispatcher``'s deliveries on this loop (before any subscriber joins)."""
+        dispatcher.drive_from(self._selector, self.wakeup)
+        self._dispatcher = dispatcher
 
     # -- Pyro5's transport server interface --------------------------------
 
     @property
-    def sockets(self) -> list[socket.socket]:
+    def sockets(self) -> list[t.Any]:
         """The listening socket, the wake-up socket and every connection the loop reads or writes."""
-        return [self.sock, self._wake_receiver] + [client.sock for client in self._clients.values() if client.events]
+        return [key.fileobj for key in self._selector.get_map().values()]
 
     @property
     def selector(self) -> selectors.BaseSelector:
@@ -158,22 +166,34 @@ class EventLoop:
     def loop(self, loopCondition: t.Callable[[], bool] = lambda: True) -> None:
         """Serve until ``loopCondition()`` is false (checked at least every POLLTIMEOUT and at ``wakeup()``)."""
         select = self._selector.select
+        dispatcher = self._dispatcher
         while not self.shutting_down and loopCondition():
             timeout = 0.0 if self._ready or self._finished else min(pyro_config.POLLTIMEOUT, self._reap_due())
+            if dispatcher is not None:
+                due = dispatcher.run_due(time.monotonic())  # delivers what the last pass accepted
+                if due is not None and due < timeout:
+                    timeout = due
             for key, mask in select(timeout):
                 self._handle(key.fileobj, key.data, mask)
             self._after_events()
 
     def events(self, eventsockets: t.Iterable[t.Any]) -> None:
-        """Serve what is ready on ``eventsockets`` (some of ``sockets``), for a caller's own select loop."""
+        """Serve what is ready on ``eventsockets`` (some of ``sockets``), for a caller's own select loop.
+
+        Such a loop should come round every few milliseconds while deliveries
+        linger under load (they start on the next call).
+        """
+        watched = self._selector.get_map()
         for sock in eventsockets:
-            fd = sock.fileno() if not isinstance(sock, int) else sock
-            client = self._clients.get(fd)
-            if client is not None:
-                self._handle(sock, client, selectors.EVENT_READ | selectors.EVENT_WRITE)
-            elif sock is self.sock or sock is self._wake_receiver:
-                self._handle(sock, None, selectors.EVENT_READ)
+            try:
+                key = watched.get(sock)
+            except ValueError:  # closed meanwhile
+                continue
+            if key is not None:
+                self._handle(key.fileobj, key.data, key.events)
         self._after_events()
+        if self._dispatcher is not None:
+            self._dispatcher.run_due(time.monotonic())
 
     def wakeup(self) -> None:
         """Make the loop look at its condition and its queues now."""
@@ -205,7 +225,10 @@ class EventLoop:
 
     # -- the loop ------------------------------------------------------------
 
-    def _handle(self, sock: t.Any, client: _Client | None, mask: int) -> None:
+    def _handle(self, sock: t.Any, client: t.Any, mask: int) -> None:
+        if type(client) is Mailbox:
+            self._dispatcher.handle(client, mask)  # type: ignore[union-attr]
+            return
         if client is None:
             if sock is self.sock:
                 self._accept()
@@ -313,7 +336,7 @@ class EventLoop:
                     return
                 break
             try:
-                header = protocol.ReceivingMessage(bytes(inbox[:compat.HEADER_SIZE]))  # checks the size limit
+                header = compat.parse_header(inbox)  # checks the size limit
             except errors.ProtocolError as error:
                 log.info("closing connection from %s: %s", client.addr, error)
                 self._close(client)
@@ -344,7 +367,7 @@ class EventLoop:
             return False
         return True
 
-    def _connect_request(self, client: _Client, header: protocol.ReceivingMessage, raw: bytes) -> None:
+    def _connect_request(self, client: _Client, header: compat.Header, raw: bytes) -> None:
         if header.type != protocol.MSG_CONNECT:
             log.info("closing connection from %s: it sent a request before connecting", client.addr)
             self._close(client)
@@ -362,7 +385,7 @@ class EventLoop:
         else:
             self._close_after_sending(client)
 
-    def _request(self, client: _Client, header: protocol.ReceivingMessage, raw: bytes, payload: bytes) -> None:
+    def _request(self, client: _Client, header: compat.Header, raw: bytes, payload: bytes) -> None:
         call = None
         if (header.type == protocol.MSG_INVOKE and not header.flags and header.serializer_id == _MARSHAL_ID
                 and not header.annotations_size):
@@ -563,7 +586,7 @@ class EventLoop:
             self._close(client)
 
 
-def _method_of(header: protocol.ReceivingMessage, payload: bytes) -> str | None:
+def _method_of(header: compat.Header, payload: bytes) -> str | None:
     """The method a request calls (None if it does not say): decides where a request runs."""
     if header.flags & protocol.FLAGS_KEEPSERIALIZED:
         return None

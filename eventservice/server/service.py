@@ -287,6 +287,10 @@ class EventService:
                 if not any(self._index.subscriptions(key)) and self._dispatcher.close(key):
                     self.removed["unsubscribed"] += 1
 
+    def deliver_from(self, loop: t.Any) -> None:
+        """Deliver from ``loop`` (an ``EventLoop``) instead of a thread of the service's own."""
+        loop.drive(self._dispatcher)
+
     def close(self) -> None:
         """Stop delivering and forget every subscription."""
         self._dispatcher.stop()

@@ -123,6 +123,7 @@ class EventServiceStarter:
                 self.daemon.serve_directly(EVENTSERVER_NAME, method, getattr(self.service, method))
             self.daemon.serve_in_thread("subscribeMatch")  # checks new patterns in a helper process
             self.service.connections = self.daemon.transportServer.connections
+            self.service.deliver_from(self.daemon.transportServer)
             if useNameServer:
                 with naming.locate_ns(nsHost, nsPort, self.authenticator) as ns:
                     ns.register(EVENTSERVER_NAME, self.uri)
