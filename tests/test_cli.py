@@ -27,7 +27,7 @@ def test_unknown_option_exits_two(capsys):
 
 
 def test_invalid_full_queue_choice_exits_two(capsys):
-    """--full-queue accepts only block or drop."""
+    """--full-queue accepts only block, drop or drop-oldest."""
     with pytest.raises(SystemExit) as exit_info:
         server.main(["--full-queue", "sometimes"])
     assert exit_info.value.code == 2
@@ -64,3 +64,11 @@ def test_invalid_setting_reports_and_returns_one(capsys):
     assert "cannot start" in err and "queuesize" in err
     assert server.main(["--linger", "-1", "-N"]) == 1
     assert "linger" in capsys.readouterr().err
+
+
+def test_full_queue_lists_drop_oldest(capsys):
+    """es -h offers drop-oldest and --max-queuesize."""
+    with pytest.raises(SystemExit):
+        server.main(["-h"])
+    usage = capsys.readouterr().out
+    assert "drop-oldest" in usage and "--max-queuesize" in usage

@@ -133,3 +133,14 @@ def test_generic_clients_with_any_serializer_reach_the_loop_daemon():
                 assert proxy.size("four") == 4, serializer
                 with pytest.raises(AttributeError):
                     proxy.nothing()
+
+
+def test_setup_declares_the_tested_pyro5_range():
+    """setup.py's Pyro5 requirement is the range compat was tested with, and the installed Pyro5 is in it."""
+    from pathlib import Path
+
+    setup = (Path(__file__).resolve().parent.parent / "setup.py").read_text()
+    assert f'"Pyro5{compat.PYRO5_TESTED}"' in setup
+    lowest, highest = (part.lstrip("<>=") for part in compat.PYRO5_TESTED.split(","))
+    version = tuple(map(int, Pyro5.__version__.split(".")[:2]))
+    assert tuple(map(int, lowest.split("."))) <= version < tuple(map(int, highest.split(".")))

@@ -138,3 +138,13 @@ def test_unknown_policy_and_oversized_queue_are_refused():
         Settings(full_queue="newest")
     with pytest.raises(ValueError, match=r"queuesize.*max_queuesize"):
         Settings(queuesize=20, max_queuesize=10)
+
+
+def test_full_queue_option_beats_the_environment_in_either_spelling(monkeypatch):
+    """An override (the es option) wins over EVENTSERVICE_BLOCKQUEUE and EVENTSERVICE_FULL_QUEUE."""
+    monkeypatch.setenv("EVENTSERVICE_BLOCKQUEUE", "0")
+    assert from_environment(full_queue="block").full_queue == "block"
+    monkeypatch.setenv("EVENTSERVICE_FULL_QUEUE", "drop-oldest")
+    assert from_environment(full_queue="block").full_queue == "block"
+    assert from_environment(blockqueue=True).full_queue == "block"
+    assert from_environment().full_queue == "drop-oldest"

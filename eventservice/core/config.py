@@ -104,5 +104,11 @@ def from_environment(**overrides: t.Any) -> Settings:
         text = os.environ.get(ENV_PREFIX + field.name.upper())
         if text is not None:
             values[field.name] = _coerce(field.name, str(field.type), text)
-    values.update({name: value for name, value in overrides.items() if value is not None})
+    given = {name: value for name, value in overrides.items() if value is not None}
+    # the policy's two spellings: an override beats the environment, full_queue beats Pyro3's blockqueue
+    if "full_queue" in given or ("full_queue" in values and "blockqueue" not in given):
+        values.pop("blockqueue", None)
+    elif "blockqueue" in given:
+        values.pop("full_queue", None)
+    values.update(given)
     return Settings(**values)

@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 #: the Pyro5 versions this package was tested with (setup.py declares the same range)
-PYRO5_TESTED = ">=5.15,<5.18"
+PYRO5_TESTED = ">=5.16,<5.18"
 
 _SSL_CONTEXT_NAMES = ("__ssl_client_context", "__ssl_server_context")
 

@@ -10,6 +10,7 @@ import typing as t
 from Pyro5 import errors
 
 from ..core.config import from_environment
+from ..core.queues import POLICIES
 from ..pyro.tls import use_tls
 from .starter import EventServiceStarter
 
@@ -33,8 +34,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--ns-host", help="name server host (default: Pyro5's NS_HOST, or --host with --ns)")
     parser.add_argument("--ns-port", type=int, help="name server port (default: Pyro5's NS_PORT, 9090)")
     parser.add_argument("--queuesize", type=int, help="events queued per subscriber (default 1000)")
-    parser.add_argument("--full-queue", choices=("block", "drop"),
-                        help="when a subscriber's queue is full: block the publisher (default) or drop the event")
+    parser.add_argument("--full-queue", choices=POLICIES,
+                        help="when a subscriber's queue is full: block the publisher (default), drop the new event, "
+                             "or drop the oldest queued one")
+    parser.add_argument("--max-queuesize", type=int,
+                        help="largest queue size a subscriber may ask for with setQueuePolicy (default 10000)")
     parser.add_argument("--connectors", type=int, help="most threads connecting to new subscribers at once (default 64)")
     parser.add_argument("--linger", type=float,
                         help="under load, seconds between deliveries to a subscriber, so batches grow (default 0.005; 0: off)")
@@ -72,7 +76,8 @@ def main(args: list[str] | None = None) -> int:
             use_tls(options.ssl_ca, options.ssl_cert, options.ssl_key, options.ssl_require_client_cert)
         settings = from_environment(
             queuesize=options.queuesize,
-            blockqueue=None if options.full_queue is None else options.full_queue == "block",
+            full_queue=options.full_queue,
+            max_queuesize=options.max_queuesize,
             connectors=options.connectors,
             linger=options.linger,
             delivery_timeout=options.delivery_timeout,

@@ -1,9 +1,10 @@
 """Moving accepted events to subscribers: mailboxes and one delivery loop.
 
 Every subscriber has a *mailbox*: its queue (:class:`~eventservice.core.queues.SubscriberQueue`,
-with the full-queue policy) plus its connection and the call in flight. One
-delivery thread sends a mailbox with events everything queued (up to
-``batch_size``) in one call, and keeps such calls in flight to many
+with the full-queue policy) plus its connection and the call in flight. The
+delivery loop (the Event Service's event loop, see ``drive_from``; or a
+thread of its own when nothing drives it) sends a mailbox with events
+everything queued (up to ``batch_size``) in one call, and keeps such calls in flight to many
 subscribers at once: it writes the request of every ready subscriber, then
 handles each reply as it arrives (a selector over the subscribers'
 connections; requests and replies are :mod:`~eventservice.pyro.wire`'s). A
@@ -96,7 +97,7 @@ class Mailbox(SubscriberQueue):
 
 
 class Dispatcher:
-    """Per-subscriber mailboxes served by one delivery loop thread and a few connector threads.
+    """Per-subscriber mailboxes served by one delivery loop (the event loop, or a thread) and connector threads.
 
     :param settings: queue size, full-queue policy, batch size, delivery timeout, connectors
     :param make_proxy: builds the proxy used to connect to a subscriber URI
