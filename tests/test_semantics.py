@@ -285,6 +285,30 @@ def test_full_queue_drop_policy_never_blocks_and_drops_for_slow_subscriber_only(
     assert fast.nothing_more(0.1)
 
 
+def test_drop_oldest_policy_per_subscriber_keeps_the_newest_in_order(start_es, gated, collectors):
+    """A subscriber given drop-oldest (setQueuePolicy) that is stuck gets, once released, the newest events
+    in order; the drops are counted for it and in total; a fast subscriber gets everything."""
+    running = start_es(queuesize=100)
+    slow = gated()
+    fast = collectors()
+    slow.subscribe("NEWEST")
+    fast.subscribe("NEWEST")
+    running.service.setQueuePolicy(slow._callback, "drop-oldest", 5)
+    publisher = eventservice.Publisher()
+    publisher.publish("NEWEST", 0)
+    assert slow.inside.wait(WAIT)  # stuck in event(0)
+    count = 60
+    for number in range(1, count):
+        assert publisher.publish("NEWEST", number) == 2  # never blocks
+    assert messages(fast.take(count)) == list(range(count))
+    [entry] = [entry for entry in running.service.subscribers() if entry["uri"] == str(slow._callback._pyroUri)]
+    assert (entry["policy"], entry["queuesize"], entry["queued"], entry["dropped"]) == ("drop-oldest", 5, 5, 54)
+    assert running.service.stats()["counters"]["dropped"] == 54
+    slow.release.set()
+    assert messages(slow.take(6)) == [0, 55, 56, 57, 58, 59]
+    assert slow.nothing_more(0.2)
+
+
 def test_slow_subscriber_does_not_delay_others(es, gated, collectors):
     """With one subscriber stuck in event(), another on the same subject still gets events promptly."""
     slow = gated()
