@@ -248,6 +248,36 @@ def test_full_queue_blocks_publisher_until_subscriber_catches_up(start_es, gated
     assert slow.nothing_more(0.2)
 
 
+def test_parked_publisher_holds_no_thread_and_others_are_served(start_es, gated, collectors):
+    """A publisher waiting for room in a full queue is parked: the ES adds no thread for it, answers
+    others meanwhile, and lets it go on once the subscriber catches up."""
+    running = start_es(queuesize=2)
+    slow = gated()
+    slow.subscribe("PARK")
+    baseline = {thread.name for thread in threading.enumerate()}
+    returned = []
+
+    def publish():
+        with eventservice.Publisher() as publisher:
+            for number in range(6):
+                publisher.publish("PARK", number)
+                returned.append(number)
+
+    thread = threading.Thread(target=publish, daemon=True)
+    thread.start()
+    assert slow.inside.wait(WAIT)
+    wait_until(lambda: flat_stats(running.service)["queued"] >= 3, message="the queue to fill beyond its size")
+    assert len(returned) < 6  # parked
+    new_threads = {thread.name for thread in threading.enumerate()} - baseline - {thread.name}
+    assert not [name for name in new_threads if not name.startswith("es-connect")], new_threads
+    with eventservice.Publisher() as other:
+        assert other.publish("NOBODY", 1) == 0  # served while the first publisher is parked
+    slow.release.set()
+    thread.join(WAIT)
+    assert returned == list(range(6))
+    assert [event.msg for event in slow.take(6)] == list(range(6))
+
+
 def test_full_queue_drop_policy_never_blocks_and_drops_for_slow_subscriber_only(start_es, gated, collectors):
     """Drop policy: publishes return at once; the slow subscriber gets the oldest events, the fast one all.
 
