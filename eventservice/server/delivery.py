@@ -1,7 +1,7 @@
 """Moving accepted events to subscribers: mailboxes and one delivery loop.
 
-Every subscriber has a *mailbox*: its queue (:class:`~eventservice.core.queues.SubscriberQueue`,
-with the full-queue policy) plus its connection and the call in flight. The
+Every subscriber has a *mailbox* (:mod:`.mailbox`): its queue, with the
+full-queue policy, plus its connection and the call in flight. The
 delivery loop (the Event Service's event loop, see ``drive_from``; or a
 thread of its own when nothing drives it) sends a mailbox with events
 everything queued (up to ``batch_size``) in one call, and keeps such calls in flight to many
@@ -30,7 +30,6 @@ import errno
 import logging
 import selectors
 import socket
-import ssl
 import threading
 import time
 import typing as t
@@ -38,13 +37,14 @@ import typing as t
 from Pyro5 import errors
 
 from ..core.config import Settings
-from ..core.queues import Put, SubscriberQueue, check_policy, check_queuesize
+from ..core.queues import Put, check_policy, check_queuesize
 from ..core.rounds import Rounds
 from ..pyro import compat
-from ..pyro.wire import PLAIN_CALLBACK, READ_SIZE, Reply, ReplyReader, delivery_method, encode_delivery
+from ..pyro.wire import PLAIN_CALLBACK, Reply, ReplyReader, delivery_method, encode_delivery
 from .connectors import ConnectorPool
+from .mailbox import Mailbox, WireEvent
 
-__all__ = ["Dispatcher", "Mailbox", "WireEvent"]
+__all__ = ["Dispatcher"]
 
 log = logging.getLogger(__name__)
 
@@ -52,48 +52,6 @@ log = logging.getLogger(__name__)
 EXPIRY_CHECK_SECONDS = 0.5
 #: how long a connect at subscribe time may take before it is left to the first event
 EAGER_CONNECT_SECONDS = 2.0
-
-_WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
-
-#: an accepted event as queued and sent to batch-aware subscribers: (subject, msg, time)
-WireEvent = tuple[str, t.Any, float]
-
-
-class Mailbox(SubscriberQueue):
-    """One subscriber's queue, plus its connection and the call in flight."""
-
-    __slots__ = (
-        "batch",
-        "deadline",
-        "method",
-        "outgoing",
-        "proxy",
-        "reconnected",
-        "reply",
-        "round",
-        "scheduled",
-        "seq",
-        "sock",
-        "uri",
-        "writing",
-    )
-
-    def __init__(self, key: str, uri: t.Any, queuesize: int, policy: str) -> None:
-        super().__init__(key, queuesize, policy)
-        self.uri = uri
-        self.method = PLAIN_CALLBACK  # how the subscriber takes events: learnt from its metadata when connecting
-        self.scheduled = False  # waiting for, or held by, the delivery loop or a connector
-        self.proxy: t.Any = None  # connected and handshaken; its socket then belongs to the loop
-        self.reconnected = False  # the call in flight is a retry on a fresh connection
-        # the call in flight (touched by the delivery loop only)
-        self.seq = 0
-        self.batch: list[WireEvent] = []
-        self.sock: socket.socket | None = None  # the connection, while the delivery loop watches it
-        self.outgoing = memoryview(b"")
-        self.writing = False  # registered for writability: the request did not fit in the socket buffer
-        self.reply: ReplyReader | None = None
-        self.deadline = 0.0
-        self.round = 0
 
 
 class Dispatcher:
@@ -393,47 +351,33 @@ class Dispatcher:
 
     def _write(self, mailbox: Mailbox) -> None:
         try:
-            while mailbox.outgoing:
-                sent = mailbox.sock.send(mailbox.outgoing)  # type: ignore[union-attr]
-                mailbox.outgoing = mailbox.outgoing[sent:]
-        except _WOULD_BLOCK:
-            if not mailbox.writing:  # the subscriber reads slowly: go on when its socket takes more
-                mailbox.writing = True
-                self._selector.modify(t.cast(socket.socket, mailbox.sock), selectors.EVENT_READ | selectors.EVENT_WRITE, mailbox)
-            return
+            done = mailbox.send()
         except OSError as error:
             self._call_failed(mailbox, errors.ConnectionClosedError(f"sending: {error}"))
             return
-        if mailbox.writing:
-            mailbox.writing = False
-            self._selector.modify(t.cast(socket.socket, mailbox.sock), selectors.EVENT_READ, mailbox)
+        self._watch_writable(mailbox, not done)  # a subscriber reading slowly: go on when its socket takes more
+
+    def _watch_writable(self, mailbox: Mailbox, writable: bool) -> None:
+        if mailbox.writing != writable:
+            mailbox.writing = writable
+            events = selectors.EVENT_READ | selectors.EVENT_WRITE if writable else selectors.EVENT_READ
+            self._selector.modify(t.cast(socket.socket, mailbox.sock), events, mailbox)
 
     def _read(self, mailbox: Mailbox) -> None:
-        reader = mailbox.reply
-        while True:
-            try:
-                chunk = mailbox.sock.recv(READ_SIZE)  # type: ignore[union-attr]
-            except _WOULD_BLOCK:
-                return
-            except OSError as error:
-                chunk, failure = b"", f"receiving: {error}"
-            else:
-                failure = "receiving: connection closed by the subscriber"
-            if reader is None:  # nothing asked: the subscriber closed an idle connection (or talks nonsense)
-                log.debug("subscriber %s: idle connection %s", mailbox.key, "closed" if not chunk else "sent junk")
+        if mailbox.reply is None:  # nothing asked: the subscriber closed an idle connection (or talks nonsense)
+            if mailbox.unasked_input():
+                log.debug("subscriber %s closed its idle connection (or sent junk)", mailbox.key)
                 self._disconnect(mailbox)
-                return
-            if not chunk:
-                self._call_failed(mailbox, errors.ConnectionClosedError(failure))
-                return
-            try:
-                reply = reader.feed(chunk)
-            except Exception as error:  # not a Pyro5 reply, or one that does not deserialize
-                self._call_failed(mailbox, errors.ProtocolError(f"bad reply from subscriber: {error}"), retry=False)
-                return
+            return
+        try:
+            reply = mailbox.receive()
+        except errors.ConnectionClosedError as error:
+            self._call_failed(mailbox, error)
+        except Exception as error:  # not a Pyro5 reply, or one that does not deserialize
+            self._call_failed(mailbox, errors.ProtocolError(f"bad reply from subscriber: {error}"), retry=False)
+        else:
             if reply is not None:
                 self._call_done(mailbox, reply)
-                return
 
     def _call_done(self, mailbox: Mailbox, reply: Reply) -> None:
         batch = mailbox.batch
@@ -480,9 +424,7 @@ class Dispatcher:
         if mailbox in self._in_flight:
             self._in_flight.remove(mailbox)
             self._rounds.call_ended(mailbox.round)
-        if mailbox.writing:
-            mailbox.writing = False
-            self._selector.modify(t.cast(socket.socket, mailbox.sock), selectors.EVENT_READ, mailbox)
+        self._watch_writable(mailbox, False)
         mailbox.batch = []
         mailbox.outgoing = memoryview(b"")
         mailbox.reply = None

@@ -43,7 +43,8 @@ from Pyro5.server import Daemon
 from ..pyro import compat, wire
 from ..pyro.auth import AuthDaemonMixin, Authenticator
 from .connectors import ConnectorPool
-from .delivery import Dispatcher, Mailbox
+from .delivery import Dispatcher
+from .mailbox import Mailbox
 from .service import PARKING
 
 __all__ = ["EventLoop", "LoopDaemon"]

@@ -22,7 +22,8 @@ from ..core.config import Settings
 from ..core.subjects import as_texts
 from ..core.subscriptions import SubscriptionIndex
 from ..pyro import auth, compat
-from .delivery import Dispatcher, Mailbox
+from .delivery import Dispatcher
+from .mailbox import Mailbox
 from .patterncheck import PatternChecker
 
 __all__ = ["PARKING", "EventService", "subscriber_key"]
