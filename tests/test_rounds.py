@@ -62,3 +62,23 @@ def test_linger_zero_never_lingers():
             rounds.call_started(100)
         rounds.calls_started()
     assert rounds.lingering == 0.0
+
+
+def test_a_wide_round_spaces_the_next_briefly_even_with_single_events():
+    """Ten calls of one event each: the next round waits up to wide_linger (so back-to-back publishes share
+    calls), never the full linger; a narrow round does not wait."""
+    rounds = Rounds(linger=0.005, wide=8, wide_linger=0.002)
+    rounds.begin(1.0)
+    for _ in range(10):
+        rounds.call_started(1)
+    rounds.calls_started()
+    assert rounds.lingering == 0.002
+    for _ in range(10):
+        rounds.call_ended(rounds.number)
+    assert rounds.next_start() == rounds.started + 0.002
+    rounds.begin(2.0)
+    for _ in range(3):
+        rounds.call_started(1)
+    rounds.calls_started()
+    assert rounds.lingering == 0.0
+    assert Rounds(linger=0.0).wide_linger == 0.0  # --linger 0 turns it off too

@@ -7,17 +7,23 @@ wait for the round's end, so what arrives meanwhile goes out in one batch.
 Under sustained fan-out load (rounds of several calls, each carrying more
 than one event on average) rounds also start at most every ``linger``
 seconds: calls get fewer and bigger, which keeps the CPU per event low; an
-idle service delivers at once. A subscriber that does not answer holds up one
+idle service delivers at once. A wide round (``wide`` calls or more) keeps
+the next one at most ``wide_linger`` away even while calls carry one event
+each: back-to-back publishes to many subscribers then share calls, and
+events further apart than that (say 200/s) are not held at all. A subscriber that does not answer holds up one
 round by ``round_seconds`` and nothing after that. Pure: times are passed in.
 """
 from __future__ import annotations
 
-__all__ = ["IDLE_ROUND_GAP", "ROUND_SECONDS", "Rounds"]
+__all__ = ["IDLE_ROUND_GAP", "ROUND_SECONDS", "WIDE_LINGER", "WIDE_ROUND", "Rounds"]
 
 #: longest a round of calls holds back the next one
 ROUND_SECONDS = 0.001
 #: a pause between rounds this long means the load is over: delivery no longer lingers
 IDLE_ROUND_GAP = 0.1
+#: a round of this many calls or more is wide: the next one waits up to WIDE_LINGER (at most ``linger``)
+WIDE_ROUND = 8
+WIDE_LINGER = 0.002
 
 
 class Rounds:
@@ -36,10 +42,15 @@ class Rounds:
         "pending",
         "round_seconds",
         "started",
+        "wide",
+        "wide_linger",
     )
 
-    def __init__(self, linger: float, round_seconds: float = ROUND_SECONDS, idle_gap: float = IDLE_ROUND_GAP) -> None:
+    def __init__(self, linger: float, round_seconds: float = ROUND_SECONDS, idle_gap: float = IDLE_ROUND_GAP,
+                 wide: int = WIDE_ROUND, wide_linger: float = WIDE_LINGER) -> None:
         self.linger = linger
+        self.wide = wide
+        self.wide_linger = min(wide_linger, linger)
         self.round_seconds = round_seconds
         self.idle_gap = idle_gap
         self.number = 0  #: the current round
@@ -84,6 +95,10 @@ class Rounds:
         """Every call of the round is out: update the load and decide whether the next round lingers."""
         if self.pending:
             self.load = (self.load + self.events / self.pending) / 2
-        # a lone subscriber keeps up without lingering, which would only delay the publishers' replies
-        busy = self.load > 1.5 and self.pending > 1
-        self.lingering = self.linger if busy else 0.0
+        # a lone subscriber keeps up without lingering, which would only delay its events
+        if self.load > 1.5 and self.pending > 1:
+            self.lingering = self.linger
+        elif self.pending >= self.wide:
+            self.lingering = self.wide_linger
+        else:
+            self.lingering = 0.0

@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 
 _WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 _MARSHAL_ID = serializers.serializers["marshal"].serializer_id
+_COMPRESSED = protocol.FLAGS_COMPRESSED
 #: most connections accepted per readiness of the listening socket (others wait for the next round)
 ACCEPTS_PER_ROUND = 64
 #: a client whose unsent replies exceed this is not read from until they are sent
@@ -345,10 +346,15 @@ class EventLoop:
             size = compat.HEADER_SIZE + header.annotations_size + header.data_size
             if len(inbox) < size:
                 break
-            raw = bytes(inbox[:size])
-            del inbox[:size]
+            if len(inbox) == size:  # the usual case: one request, all of it
+                raw = bytes(inbox)
+                inbox.clear()
+            else:
+                raw = bytes(inbox[:size])
+                del inbox[:size]
             payload = raw[compat.HEADER_SIZE:]
-            if not compat.inflated_size_ok(header, payload, pyro_config.MAX_MESSAGE_SIZE):
+            if header.flags & _COMPRESSED and not compat.inflated_size_ok(header, payload,
+                                                                          pyro_config.MAX_MESSAGE_SIZE):
                 log.warning("closing connection from %s: compressed request inflates beyond MAX_MESSAGE_SIZE (%d)",
                             client.addr, pyro_config.MAX_MESSAGE_SIZE)
                 self._close(client)
@@ -509,7 +515,6 @@ class EventLoop:
         except OSError:
             self._close(client)
             return
-        client.active = time.monotonic()
         if sent < len(data):
             client.outbox += data[sent:]
             self._update_watch(client)
