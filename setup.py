@@ -13,7 +13,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["eventservice", "eventservice.*"]),
     package_data={"eventservice": ["py.typed"]},
-    install_requires=["Pyro5>=5.16,<5.18", "regex>=2023.0"]  # the Pyro5 versions tested (pyro/compat.py),
+    install_requires=["Pyro5>=5.16,<5.18", "regex>=2023.0"],  # Pyro5: the versions tested (pyro/compat.py)
     extras_require={
         "test": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6", "msgpack>=1.0", "cryptography>=41"],
         "fast": ["msgpack>=1.0"],
