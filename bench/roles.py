@@ -188,7 +188,7 @@ def role_subs(args: dict[str, t.Any]) -> None:
     holders = []
     noise, noise_objects = int(args.get("noise", 0)), int(args.get("noise_objects", 20))
     if noise:
-        patterns = [r"^NOMATCH\.%05d\." % i for i in range(noise)]
+        patterns = [rf"^NOMATCH\.{i:05d}\." for i in range(noise)]
         share = -(-noise // noise_objects)
         for first in range(0, noise, share):
             holder = eventservice.Subscriber()

@@ -64,7 +64,7 @@ BENCH = Path(__file__).resolve().parent
 
 if "--no-bootstrap" not in sys.argv and not os.environ.get("ES_BENCH_NO_BOOTSTRAP"):
     sys.path.insert(0, str(ROOT / "dev"))
-    import bootstrap  # noqa: E402
+    import bootstrap
 
     bootstrap.ensure_venv()
 
@@ -590,7 +590,7 @@ def naive_match_rate(subjects: int, seconds: float) -> float:
     import regex
 
     flags = regex.IGNORECASE | regex.FULLCASE
-    patterns = [regex.compile(r"^NOMATCH\.%05d\." % i, flags) for i in range(NOISE_PATTERNS)]
+    patterns = [regex.compile(rf"^NOMATCH\.{i:05d}\.", flags) for i in range(NOISE_PATTERNS)]
     deadline = time.monotonic() + seconds
     start = time.perf_counter()
     done = 0

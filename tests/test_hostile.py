@@ -247,7 +247,7 @@ def closed_by_es_within(sock: socket.socket, seconds: float) -> float:
         sock.settimeout(remaining)
         try:
             data = sock.recv(65536)
-        except socket.timeout:
+        except TimeoutError:
             pytest.fail(f"the ES kept the connection open for more than {seconds}s")
         except (ConnectionResetError, BrokenPipeError):
             return time.monotonic()

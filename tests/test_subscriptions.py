@@ -599,7 +599,7 @@ class IndexMachine(RuleBasedStateMachine):
           bad=st.sampled_from(INVALID_PATTERNS))
     def add_patterns_with_invalid_one(self, key, patterns, bad):
         with pytest.raises(ValueError):
-            self.index.add_patterns(key, patterns + [bad])
+            self.index.add_patterns(key, [*patterns, bad])
 
     @rule(key=st.sampled_from(KEYS), texts=st.lists(st.sampled_from(SUBJECTS + PATTERNS), min_size=1, max_size=4))
     def remove(self, key, texts):

@@ -12,8 +12,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from Pyro5 import errors
-from Pyro5 import socketutil
+from Pyro5 import errors, socketutil
 from Pyro5.api import Proxy
 
 import eventservice
@@ -131,5 +130,5 @@ def test_two_way_tls_accepts_clients_with_certificate(processes, pyro_settings, 
 def test_use_tls_names_a_missing_file(tmp_path):
     """A wrong path is reported by name, before anything connects."""
     missing = str(tmp_path / "nope.pem")
-    with pytest.raises(FileNotFoundError, match="nope.pem"):
+    with pytest.raises(FileNotFoundError, match=r"nope\.pem"):
         eventservice.use_tls(missing)

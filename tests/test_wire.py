@@ -8,8 +8,17 @@ import pytest
 from Pyro5 import config as pyro_config
 from Pyro5 import errors, protocol, serializers
 
-from eventservice.pyro.wire import (HEADER_SIZE, Reply, ReplyReader, encode_call, encode_marshal_call, encode_result,
-                                marshal_call_tail, marshalled_call, receive_request)
+from eventservice.pyro.wire import (
+    HEADER_SIZE,
+    Reply,
+    ReplyReader,
+    encode_call,
+    encode_marshal_call,
+    encode_result,
+    marshal_call_tail,
+    marshalled_call,
+    receive_request,
+)
 
 
 def reply_bytes(value, seq: int = 7, flags: int = 0, serializer: str = "marshal",

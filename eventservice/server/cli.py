@@ -20,9 +20,11 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="es",
         description="Start the Pyro Event Service (publish/subscribe on Pyro5).",
-        epilog="Settings also come from EVENTSERVICE_<NAME> environment variables; Pyro5's PYRO_* settings apply too.",
+        epilog="Settings also come from EVENTSERVICE_<NAME> environment variables; "
+               "Pyro5's PYRO_* settings apply too.",
     )
-    parser.add_argument("-n", "--host", dest="hostname", default="", help="hostname or IP to bind (default: Pyro5's HOST, localhost)")
+    parser.add_argument("-n", "--host", dest="hostname", default="",
+                        help="hostname or IP to bind (default: Pyro5's HOST, localhost)")
     parser.add_argument("-p", "--port", type=int, default=0, help="port to bind (default: any free port)")
     parser.add_argument("-N", "--no-nameserver", dest="use_ns", action="store_false",
                         help="do not use a name server (clients then need the printed URI)")
@@ -36,9 +38,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--full-queue", choices=("block", "drop"),
                         help="when a subscriber's queue is full: block the publisher (default) or drop the event")
     parser.add_argument("--connectors", type=int, help="most threads connecting to new subscribers at once (default 64)")
-    parser.add_argument("--linger", type=float,
-                        help="under load, seconds between deliveries to a subscriber, so batches grow (default 0.005; 0: off)")
-    parser.add_argument("--delivery-timeout", type=float, help="seconds before an unresponsive subscriber is dropped (default 30)")
+    parser.add_argument("--linger", type=float, help="under load, seconds between deliveries to a subscriber, "
+                        "so batches grow (default 0.005; 0: off)")
+    parser.add_argument("--delivery-timeout", type=float,
+                        help="seconds before an unresponsive subscriber is dropped (default 30)")
     parser.add_argument("--max-connections", type=int, help="concurrent client connections (default 1000)")
     parser.add_argument("--idle-timeout", type=float, help="seconds before a silent client connection is closed (default 60)")
     parser.add_argument("--max-message-size", type=int, help="largest publish request in bytes (default 10 MiB)")
