@@ -34,6 +34,29 @@ def wait_until(predicate, timeout: float = WAIT, interval: float = 0.01, message
         time.sleep(interval)
 
 
+def bounded(function, *args, timeout: float = WAIT):
+    """``function(*args)`` in a daemon thread: its result, or what it raised, raised here; fail past ``timeout``.
+
+    For calls that must return but, broken, would hang: the test fails within ``timeout`` instead.
+    """
+    outcome: queue.Queue = queue.Queue()
+
+    def run() -> None:
+        try:
+            outcome.put((True, function(*args)))
+        except BaseException as error:  # handed to the caller
+            outcome.put((False, error))
+
+    threading.Thread(target=run, name=f"bounded-{getattr(function, '__name__', 'call')}", daemon=True).start()
+    try:
+        returned, value = outcome.get(timeout=timeout)
+    except queue.Empty:
+        pytest.fail(f"{function!r} still running after {timeout}s")
+    if not returned:
+        raise value
+    return value
+
+
 @pytest.fixture(autouse=True)
 def pyro_settings():
     """Give each test Pyro5 defaults bound to 127.0.0.1, and restore whatever it changed."""

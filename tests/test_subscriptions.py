@@ -1,14 +1,13 @@
 """Offline unit and property tests for the subscription index (no sockets, no Pyro5)."""
 from __future__ import annotations
 
-import time
-
 import pytest
 import regex
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
+from conftest import bounded
 from eventservice.core.subscriptions import PATTERN_FLAGS, SubscriptionIndex, fold, literal_prefix
 
 CACHE_ON_OFF = [4096, 0]
@@ -372,17 +371,14 @@ def test_cache_invalidated_by_removals(index):
 
 
 def test_pattern_timeout_removes_the_pattern_and_keeps_matching():
-    """A catastrophic pattern times out, is removed and reported; other keys still match, quickly."""
+    """A catastrophic pattern times out, is removed and reported; other keys still match."""
     reported = []
     index = SubscriptionIndex(pattern_timeout=0.05, on_pattern_timeout=lambda text, keys: reported.append((text, keys)))
     subject = "a" * 60 + "!"
     index.add_patterns("bad", ["(a|aa)+$"])
     index.add_subjects("good", [subject])
-    started = time.monotonic()
-    result = index.match(subject)
-    elapsed = time.monotonic() - started
+    result = bounded(index.match, subject)  # unbounded, matching it would take ages (2**60 ways to split the a's)
     assert "good" in result and "bad" not in result
-    assert elapsed < 0.5
     assert index.subscriptions("bad") == (frozenset(), frozenset())
     assert index.stats()["patterns"] == 0
     assert index.pattern_timeouts == 1 and index.stats()["pattern_timeouts"] == 1
