@@ -75,12 +75,19 @@ class NameServer:
     def __init__(self) -> None:
         self.uri, self.daemon, _ = pyro_nameserver.start_ns(host=LOCALHOST, port=0, enableBroadcast=False)
         self.port = self.daemon.sock.getsockname()[1]
-        self.thread = threading.Thread(target=self.daemon.requestLoop, name="test-ns", daemon=True)
+        self._stopping = threading.Event()
+        self.thread = threading.Thread(target=self.daemon.requestLoop, args=(lambda: not self._stopping.is_set(),),
+                                       name="test-ns", daemon=True)
         self.thread.start()
 
     def stop(self) -> None:
-        self.daemon.shutdown()
+        # not Daemon.shutdown(): it closes the socket 50 ms after waking the loop, and a loop that was not
+        # scheduled by then calls accept() on None (an unhandled thread exception on a busy machine)
+        self._stopping.set()
+        self.daemon.transportServer.wakeup()
         self.thread.join(WAIT)
+        assert not self.thread.is_alive(), "the test name server did not stop"
+        self.daemon.close()
 
 
 @pytest.fixture
