@@ -38,8 +38,11 @@ def _venv() -> Path:
         return ROOT / named  # an absolute ES_VENV stays absolute
     if not os.environ.get("ES_PYTHON"):
         return ROOT / ".venv"
-    version = subprocess.check_output(
-        [_base_python(), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], text=True).strip()
+    try:
+        version = subprocess.check_output(
+            [_base_python(), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], text=True).strip()
+    except (OSError, subprocess.CalledProcessError) as error:
+        sys.exit(f"ES_PYTHON={_base_python()} does not run: {error}")
     return ROOT / f".venv-{version}"
 
 
