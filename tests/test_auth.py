@@ -178,7 +178,7 @@ def test_proofs_use_fresh_nonces(client):
 @pytest.mark.parametrize("passphrase", ["", None, b"bytes"])
 def test_empty_or_non_string_passphrase_is_rejected(passphrase):
     """An empty (or non-str) passphrase raises ValueError."""
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"passphrase \(ident\) must be a non-empty string"):
         Authenticator(passphrase)
 
 
