@@ -9,4 +9,4 @@ bench:
 bench-quick:
 	python3 bench/run.py --quick
 clean:
-	rm -rf .venv build *.egg-info .pytest_cache .hypothesis
+	rm -rf .venv .venv-* build *.egg-info .pytest_cache .hypothesis

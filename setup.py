@@ -17,6 +17,8 @@ setup(
     extras_require={
         "test": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6", "msgpack>=1.0", "cryptography>=41"],
         "fast": ["msgpack>=1.0"],
+        # the checks .ci/run makes (config in pyproject.toml); pinned to a minor release: new ones add rules
+        "dev": ["ruff>=0.17.6,<0.18", "mypy>=2.4,<2.5"],
     },
     entry_points={"console_scripts": ["es=eventservice.server.cli:main"]},
     classifiers=[

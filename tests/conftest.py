@@ -41,6 +41,29 @@ def wait_until(predicate, timeout: float = WAIT, interval: float = 0.01, message
         time.sleep(interval)
 
 
+def bounded(function, *args, timeout: float = WAIT):
+    """``function(*args)`` in a daemon thread: its result, or what it raised, raised here; fail past ``timeout``.
+
+    For calls that must return but, broken, would hang: the test fails within ``timeout`` instead.
+    """
+    outcome: queue.Queue = queue.Queue()
+
+    def run() -> None:
+        try:
+            outcome.put((True, function(*args)))
+        except BaseException as error:  # handed to the caller
+            outcome.put((False, error))
+
+    threading.Thread(target=run, name=f"bounded-{getattr(function, '__name__', 'call')}", daemon=True).start()
+    try:
+        returned, value = outcome.get(timeout=timeout)
+    except queue.Empty:
+        pytest.fail(f"{function!r} still running after {timeout}s")
+    if not returned:
+        raise value
+    return value
+
+
 @pytest.fixture(autouse=True)
 def pyro_settings():
     """Give each test Pyro5 defaults bound to 127.0.0.1, and restore whatever it changed."""
@@ -59,12 +82,19 @@ class NameServer:
     def __init__(self) -> None:
         self.uri, self.daemon, _ = pyro_nameserver.start_ns(host=LOCALHOST, port=0, enableBroadcast=False)
         self.port = self.daemon.sock.getsockname()[1]
-        self.thread = threading.Thread(target=self.daemon.requestLoop, name="test-ns", daemon=True)
+        self._stopping = threading.Event()
+        self.thread = threading.Thread(target=self.daemon.requestLoop, args=(lambda: not self._stopping.is_set(),),
+                                       name="test-ns", daemon=True)
         self.thread.start()
 
     def stop(self) -> None:
-        self.daemon.shutdown()
+        # not Daemon.shutdown(): it closes the socket 50 ms after waking the loop, and a loop that was not
+        # scheduled by then calls accept() on None (an unhandled thread exception on a busy machine)
+        self._stopping.set()
+        self.daemon.transportServer.wakeup()
         self.thread.join(WAIT)
+        assert not self.thread.is_alive(), "the test name server did not stop"
+        self.daemon.close()
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "dev"))
-import bootstrap  # noqa: E402
+import bootstrap
 
 bootstrap.ensure_venv()
 

@@ -178,7 +178,7 @@ def test_proofs_use_fresh_nonces(client):
 @pytest.mark.parametrize("passphrase", ["", None, b"bytes"])
 def test_empty_or_non_string_passphrase_is_rejected(passphrase):
     """An empty (or non-str) passphrase raises ValueError."""
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"passphrase \(ident\) must be a non-empty string"):
         Authenticator(passphrase)
 
 
@@ -212,7 +212,7 @@ def test_replay_is_refused_for_as_long_as_the_proof_is_fresh(clock):
     proof = authenticator.client_proof("obj_eventservice")
     clock.now -= 9.0
     authenticator.check_client_proof(proof, HOSTED)
-    for step in range(18):
+    for _ in range(18):
         clock.now += 1.0
-        with pytest.raises(PassphraseError, match="replayed|old"):
+        with pytest.raises(PassphraseError, match=r"replayed|old"):
             authenticator.check_client_proof(proof, HOSTED)

@@ -1,5 +1,10 @@
-"""Offline tests of the ``es`` command line: option parsing only, nothing is started."""
+"""Offline tests of the ``es`` command line: option parsing and refusals; nothing is started."""
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -72,3 +77,15 @@ def test_full_queue_lists_drop_oldest(capsys):
         server.main(["-h"])
     usage = capsys.readouterr().out
     assert "drop-oldest" in usage and "--max-queuesize" in usage
+def test_unknown_environment_name_is_one_line_and_status_one():
+    """`es` with a misspelt EVENTSERVICE_* variable says so in one line (naming the known ones) and exits 1."""
+    es = Path(__file__).resolve().parent.parent / "bin" / "es"
+    env = {name: value for name, value in os.environ.items() if not name.startswith("EVENTSERVICE_")}
+    env["EVENTSERVICE_QUEUSIZE"] = "5"
+    done = subprocess.run([sys.executable, str(es), "-N", "-n", "127.0.0.1"], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 1
+    assert done.stdout == ""
+    [line] = done.stderr.splitlines()
+    assert line.startswith("es: cannot start: unknown environment variable EVENTSERVICE_QUEUSIZE;")
+    assert "EVENTSERVICE_QUEUESIZE" in line

@@ -8,11 +8,11 @@ import threading
 
 import Pyro5
 import pytest
-from conftest import LOCALHOST, WAIT
 from Pyro5 import config as pyro_config
 from Pyro5 import errors, protocol, socketutil
 from Pyro5.api import Daemon, Proxy, expose
 
+from conftest import LOCALHOST, WAIT
 from eventservice.pyro import compat
 from eventservice.pyro.auth import Authenticator, PassphraseError, make_proxy
 from eventservice.pyro.daemon import GuardedDaemon

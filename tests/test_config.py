@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from eventservice.core.config import ENV_PREFIX, Settings, from_environment
+from eventservice.core.config import ENV_PREFIX, Settings, environment_names, from_environment
 
 
 @pytest.fixture(autouse=True)
@@ -109,10 +109,9 @@ def test_nan_and_negative_infinity_are_refused(monkeypatch, text):
         from_environment()
 
 
-def test_unrelated_environment_variables_are_ignored(monkeypatch):
-    """Pyro5's own PYRO_* settings and unknown EVENTSERVICE_* names do not change the ES settings."""
+def test_pyro_settings_are_left_to_pyro5(monkeypatch):
+    """Pyro5's own PYRO_* settings do not change the ES settings."""
     monkeypatch.setenv("PYRO_QUEUESIZE", "3")
-    monkeypatch.setenv("EVENTSERVICE_NOT_A_SETTING", "x")
     assert from_environment() == Settings()
 
 
@@ -148,3 +147,30 @@ def test_full_queue_option_beats_the_environment_in_either_spelling(monkeypatch)
     assert from_environment(full_queue="block").full_queue == "block"
     assert from_environment(blockqueue=True).full_queue == "block"
     assert from_environment().full_queue == "drop-oldest"
+def test_unknown_environment_name_is_refused_listing_the_known_ones(monkeypatch):
+    """A misspelt EVENTSERVICE_* name is an error naming it and every known name, as Pyro5 does for PYRO_*."""
+    monkeypatch.setenv("EVENTSERVICE_QUEUSIZE", "25")
+    with pytest.raises(ValueError, match="unknown environment variable EVENTSERVICE_QUEUSIZE;") as refused:
+        from_environment(queuesize=7)  # an override of the meant setting does not excuse the typo
+    known = str(refused.value).split("the known ones are ", 1)[1].split(", ")
+    assert known == environment_names()
+    assert "EVENTSERVICE_QUEUESIZE" in known and "EVENTSERVICE_IDLE_TIMEOUT" in known
+
+
+def test_unknown_names_are_all_listed(monkeypatch):
+    """Several unknown names are reported together, sorted."""
+    monkeypatch.setenv("EVENTSERVICE_ZZZ", "1")
+    monkeypatch.setenv("EVENTSERVICE_DELIVERY_WORKERS", "4")
+    with pytest.raises(ValueError, match="unknown environment variables EVENTSERVICE_DELIVERY_WORKERS, EVENTSERVICE_ZZZ;"):
+        from_environment()
+
+
+def test_every_known_name_is_read(monkeypatch):
+    """Each listed name, one per Settings field, is read: set to its setting's default, it gives the defaults."""
+    defaults = Settings()
+    for field in dataclasses.fields(Settings):
+        value = getattr(defaults, field.name)
+        text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+        monkeypatch.setenv(ENV_PREFIX + field.name.upper(), text)
+    assert sorted(name for name in os.environ if name.startswith(ENV_PREFIX)) == sorted(environment_names())
+    assert from_environment() == defaults

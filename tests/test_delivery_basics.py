@@ -11,11 +11,11 @@ import threading
 import time
 
 import pytest
-from conftest import WAIT, Collector, flat_stats, wait_until
 from Pyro5 import api as pyro
 
 import eventservice
 import eventservice.server.delivery
+from conftest import WAIT, Collector, flat_stats, wait_until
 
 pytestmark = pytest.mark.network
 

@@ -11,6 +11,7 @@ import subprocess
 import threading
 
 import pytest
+
 from conftest import WAIT, read_line
 
 pytestmark = pytest.mark.network
@@ -110,7 +111,7 @@ def test_scripts_prove_the_passphrase_given_with_ident(processes):
 
 def test_scripts_without_es_uri_or_name_server_fail_clearly(processes):
     subscriber = processes.spawn(f"{STOCKQUOTES}/subscriber.py", "SUN", "--count", "1", env=NO_NAME_SERVER)
-    output, errors = finish(subscriber)
+    _, errors = finish(subscriber)
     assert subscriber.returncode == 1
     assert "Cannot reach the Event Service" in errors and "Traceback" not in errors
 

@@ -26,12 +26,12 @@ import types
 import Pyro5.api
 import pytest
 import regex
-from conftest import LOCALHOST, WAIT, Collector, flat_stats, read_line, wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from Pyro5 import errors, protocol, serializers, socketutil
 
 import eventservice
+from conftest import LOCALHOST, WAIT, Collector, flat_stats, read_line, wait_until
 from eventservice.core.subscriptions import PATTERN_FLAGS
 
 pytestmark = pytest.mark.network
@@ -69,20 +69,17 @@ class Guard:
             es._pyroTimeout = timeout
             assert es.ping() is True
 
-    def latency(self, skip_other: bool = False) -> float:
-        """Publish the next marker on GOOD; seconds until the good subscriber has it (fails past ACCEPTANCE)."""
+    def latency(self, skip_other: bool = False) -> None:
+        """Publish the next marker on GOOD; fail unless the good subscriber has it within ACCEPTANCE (a bounded wait)."""
         marker = ["marker", next(self._markers)]
         start = time.monotonic()
         self.publisher.publish(GOOD, marker)
         while True:
             event = receive_by(self.good, start + ACCEPTANCE, f"marker {marker}")
             if event.msg == marker:
-                break
+                return
             assert skip_other and not (isinstance(event.msg, list) and event.msg[:1] == ["marker"]), (
                 f"expected {marker}, received {event.msg!r}")
-        took = time.monotonic() - start
-        assert took <= ACCEPTANCE, f"marker {marker} took {took:.2f}s to arrive"
-        return took
 
     def check(self, skip_other: bool = False) -> None:
         """The acceptance rule: ping() answers, a publish arrives within ACCEPTANCE, stats look sane."""
@@ -297,11 +294,10 @@ def test_catastrophic_pattern_is_timed_out_and_removed(guarded, collectors, patt
     before = guard.stats()
     assert (before["subscriptions_pattern"], before["subscribers"], before["pattern_timeouts"]) == (1, 2, 0)
 
+    # unbounded, the match would run for ages (2**60 ways to split the a's): the receipt's deadline, which
+    # counts from before the publish, tells a timed-out pattern from a hung publish
     start = time.monotonic()
-    queued = guard.publisher.publish(CATASTROPHIC_SUBJECT, "boom")
-    took = time.monotonic() - start
-    assert took < 1.0, f"publish took {took:.2f}s behind a catastrophic pattern"
-    assert queued == 1
+    assert guard.publisher.publish(CATASTROPHIC_SUBJECT, "boom") == 1
     assert receive_by(guard.good, start + ACCEPTANCE, "the exact subscriber's event").msg == "boom"
 
     after = guard.stats()
@@ -311,7 +307,6 @@ def test_catastrophic_pattern_is_timed_out_and_removed(guarded, collectors, patt
         start = time.monotonic()
         assert guard.publisher.publish(CATASTROPHIC_SUBJECT + str(number % 2), number) == 0
         assert guard.publisher.publish(CATASTROPHIC_SUBJECT, number) == 1
-        assert time.monotonic() - start < 1.0
         assert receive_by(guard.good, start + ACCEPTANCE, f"event {number}").msg == number
     assert guard.stats()["pattern_timeouts"] == 1
     assert hostile.nothing_more(0.1)
@@ -319,19 +314,24 @@ def test_catastrophic_pattern_is_timed_out_and_removed(guarded, collectors, patt
 
 
 def test_many_slow_patterns_cannot_stall_a_publish(guarded, collectors):
-    """pattern_timeout bounds the whole publish, not each pattern: 30 slow patterns do not cost 30 timeouts."""
-    guard = guarded()
+    """pattern_timeout bounds the whole publish, not each pattern: 30 slow patterns do not cost 30 timeouts.
+
+    With a 1 s budget, one budget for all is about 1 s, a budget per pattern 30 s: the bounded wait (WAIT)
+    lies far from both, so the test needs no stopwatch.
+    """
+    guard = guarded(pattern_timeout=1.0)
     guard.good.subscribe(CATASTROPHIC_SUBJECT)
     hostile = collectors()
-    with contextlib.suppress(ValueError):  # refusing so many slow patterns would be a defence too
-        hostile.subscribeMatch([f"{CATASTROPHIC}(?#{number})" for number in range(30)])  # 30 texts, one meaning
+    # accepted: compiling them is cheap, only matching them is slow (a cap refusing them would be a defence
+    # too, but then this test would prove nothing: it insists on the matching)
+    hostile.subscribeMatch([f"{CATASTROPHIC}(?#{number})" for number in range(30)])  # 30 texts, one meaning
+    assert guard.stats()["patterns"] == 30
 
     start = time.monotonic()
     guard.publisher.publish(CATASTROPHIC_SUBJECT, "boom")
-    event = receive_by(guard.good, start + ACCEPTANCE, "the exact subscriber's event")
-    took = time.monotonic() - start
-    assert event.msg == "boom"
-    assert took <= ACCEPTANCE, f"one publish took {took:.2f}s behind 30 slow patterns of one subscriber"
+    assert receive_by(guard.good, start + WAIT, "the exact subscriber's event").msg == "boom"
+    after = guard.stats()
+    assert (after["patterns"], after["pattern_timeouts"]) == (0, 30), after  # every one ran out of time
     guard.check()
 
 
@@ -376,29 +376,32 @@ def test_pattern_that_crashes_the_regex_compiler_does_not_kill_the_es(guarded_pr
     for pattern in ("ß{300000}", "(?:ß{1000}){300}"):
         try:
             hostile.subscribeMatch(pattern)
-        except (ValueError, TypeError):
-            pass
+        except ValueError as error:  # refused: the helper process that compiled it first crashed or ran out
+            assert f"pattern {pattern!r} refused" in str(error), error
         except errors.PyroError as error:
             pytest.fail(f"the ES process died (exit code {guard.running.process.poll()}) on "
                         f"subscribeMatch({pattern!r}): {error}")
+        else:
+            pytest.fail(f"{pattern!r} was accepted: if regex no longer crashes on it, pick one that does")
         assert guard.running.process.poll() is None
         guard.check()
+    assert guard.stats()["patterns"] == 0
 
 
 def test_one_huge_publish_cannot_hold_up_other_publishers(guarded, collectors, raw_es):
-    """One publish to 50 000 distinct subjects (0.5 MB) against 100 cheap patterns: others still get through in 2 s."""
-    guard = guarded()
+    """One publish to 10 000 distinct subjects against 100 cheap patterns (seconds of matching): others get through meanwhile."""
+    subjects = [f"s{number}" for number in range(10_000)]
+    guard = guarded(max_subjects_per_publish=len(subjects))  # the default cap (1000) would refuse it at once
     hostile = collectors()
-    with contextlib.suppress(ValueError):  # a lower cap on patterns would be a defence too
-        hostile.subscribeMatch([rf"^x{number}\d" for number in range(50)]
-                               + [f"(?:y{number})+$" for number in range(50)])
+    hostile.subscribeMatch([rf"^x{number}\d" for number in range(50)] + [f"(?:y{number})+$" for number in range(50)])
+    assert guard.stats()["patterns"] == 100
     es = raw_es(guard.running)
-    subjects = [f"s{number}" for number in range(50_000)]
     misses = guard.stats()["cache_misses"]
     outcome: queue.Queue = queue.Queue()
 
     def attack() -> None:
         es._pyroClaimOwnership()
+        es._pyroTimeout = 6 * WAIT
         try:
             outcome.put(es.publish(subjects, "flood"))
         except (ValueError, TypeError, errors.PyroError) as error:
@@ -406,14 +409,15 @@ def test_one_huge_publish_cannot_hold_up_other_publishers(guarded, collectors, r
 
     attacker = threading.Thread(target=attack, name="hostile-publish", daemon=True)
     attacker.start()
-    wait_until(lambda: guard.stats()["cache_misses"] > misses + 1000 or not attacker.is_alive(),
-               message="the ES to start matching the huge publish")
+    wait_until(lambda: guard.stats()["cache_misses"] > misses + 1000, message="the ES to start matching the huge publish")
     try:
         guard.check()
+        assert attacker.is_alive(), "the huge publish was over before the good one: it proves nothing, make it bigger"
     finally:
         attacker.join(6 * WAIT)
     assert not attacker.is_alive()
-    assert not isinstance(outcome.get_nowait(), errors.PyroError)
+    assert outcome.get_nowait() == 0  # accepted and matched against every pattern: no subscriber for s0..s9999
+    assert guard.stats()["cache_misses"] >= misses + len(subjects)
     guard.check()
 
 
@@ -889,7 +893,11 @@ def test_random_api_use_never_hurts_a_well_behaved_subscriber(api_fuzz, operatio
 
 @pytest.mark.parametrize("stuck_count", [1, 3], ids=["one-stuck", "three-stuck"])
 def test_stuck_subscriber_does_not_block_publisher_or_others(start_es, subscribers, stuck_count):
-    """Subscribers stuck in event() (queuesize 3, drop policy): publishes never block, others get all in 2 s."""
+    """Subscribers stuck in event() (queuesize 3, drop policy): publishes never block, others get all in 2 s.
+
+    Blocking would hold a publish until --delivery-timeout (30 s); each receipt's deadline counts from before
+    its publishes, so it catches that without timing the publishes themselves.
+    """
     running = start_es(queuesize=3, blockqueue=False)
     stuck = [subscribers(Stuck) for _ in range(stuck_count)]
     for subscriber in stuck:
@@ -905,8 +913,6 @@ def test_stuck_subscriber_does_not_block_publisher_or_others(start_es, subscribe
             numbers = range(3 * burst, 3 * burst + 3)
             for number in numbers:
                 assert publisher.publish("FLOOD", number) >= 1
-            took = time.monotonic() - start
-            assert took < 1.0, f"3 publishes blocked for {took:.2f}s"
             for number in numbers:
                 assert receive_by(good, start + ACCEPTANCE, f"event {number}").msg == number
     stats = flat_stats(running.service)

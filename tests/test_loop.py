@@ -4,9 +4,8 @@ from __future__ import annotations
 import select
 import threading
 
-from conftest import LOCALHOST, WAIT
-
 import eventservice
+from conftest import LOCALHOST, WAIT
 
 
 def test_own_select_loop_serves_publishes_and_deliveries(pyro_settings, nameserver, collectors):

@@ -7,15 +7,16 @@ import re
 import select
 import signal
 import socket
+import subprocess
 import threading
 import time
 
 import pytest
-from conftest import LOCALHOST, WAIT, flat_stats, read_line, wait_until
 from Pyro5 import errors
 from Pyro5.client import Proxy
 
 import eventservice
+from conftest import LOCALHOST, WAIT, bounded, flat_stats, read_line, wait_until
 
 pytestmark = pytest.mark.network
 
@@ -66,23 +67,22 @@ def sigterm_handled(process) -> bool:
     return bool(int(caught.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
 
 
-def stop(process, timeout: float = 5.0) -> float:
-    """SIGTERM ``process`` once it handles SIGTERM, wait for it (bounded) and return how long it took."""
+def stop(process) -> None:
+    """SIGTERM ``process`` once it handles SIGTERM; fail unless it exits within WAIT."""
     wait_until(lambda: sigterm_handled(process), message="the ES to install its SIGTERM handler")
-    started = time.monotonic()
     process.send_signal(signal.SIGTERM)
-    process.communicate(timeout=timeout)
-    return time.monotonic() - started
+    try:
+        process.communicate(timeout=WAIT)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{process.args} still running {WAIT}s after SIGTERM")
 
 
 @pytest.mark.parametrize("client", [eventservice.Publisher, eventservice.Subscriber])
 def test_client_without_name_server_raises_naming_error_quickly(pyro_settings, client):
     """Publisher() or Subscriber() with no name server fails fast with a NamingError that says what to start."""
     pyro_settings.NS_PORT = free_port()
-    started = time.monotonic()
     with pytest.raises(errors.NamingError) as failure:
-        client()
-    assert time.monotonic() - started < 5
+        bounded(client)  # no waiting for a name server that is not there
     assert "es --ns" in str(failure.value) or "Pyro5.nameserver" in str(failure.value)
 
 
@@ -131,10 +131,10 @@ def test_second_es_on_same_name_server_refuses_to_start(nameserver, processes):
 
 
 def test_sigterm_stops_es_promptly_and_unregisters_it(nameserver, processes):
-    """SIGTERM makes 'es' exit 0 within seconds and removes its name server registration."""
+    """SIGTERM makes 'es' exit 0 (within the bounded wait) and removes its name server registration."""
     server = processes.spawn(ES, "-n", LOCALHOST)
     es_uri(server)
-    assert stop(server) < 5
+    stop(server)
     assert server.returncode == 0
     with pytest.raises(errors.NamingError):
         ns_lookup(nameserver)
@@ -188,7 +188,7 @@ def test_python_m_eventservice_server_runs_and_stops_on_sigterm(nameserver, proc
     uri = es_uri(server)
     assert uri.startswith("PYRO:")
     assert ns_lookup(nameserver) == uri
-    assert stop(server) < 5
+    stop(server)
     assert server.returncode == 0
 
 
@@ -266,10 +266,9 @@ def test_hung_subscriber_process_delays_publishers_at_most_the_delivery_timeout(
             publisher.publish("HUNG.TEST", number)
         done.set()
 
-    started = time.monotonic()
     threading.Thread(target=publish_more, daemon=True).start()
+    # stopped, the subscriber never answers: without the 1 s delivery timeout the publisher would block for good
     assert done.wait(WAIT), "publishing stayed blocked on the hung subscriber"
-    assert time.monotonic() - started < 1.0 + 5
     wait_until(lambda: flat_stats(es.service)["subscribers"] == 1, message="the ES to drop the hung subscriber")
     assert [event.msg for event in live.take(21)] == list(range(21))
     publisher.close()
@@ -295,7 +294,6 @@ def test_publisher_reconnects_after_es_restart_on_same_port(nameserver, processe
 def test_es_serves_500_concurrent_client_connections(pyro_settings, processes, collectors):
     """500 Publishers connected at once each publish once; a subscriber gets all 500 events."""
     count = 500
-    started = time.monotonic()
     pyro_settings.NS_PORT = free_port()
     server = processes.spawn(ES, "-N", "-n", LOCALHOST)
     uri = es_uri(server)
@@ -316,7 +314,6 @@ def test_es_serves_500_concurrent_client_connections(pyro_settings, processes, c
     finally:
         for publisher in publishers:
             publisher.close()
-    assert time.monotonic() - started < 60
 
 
 def test_starter_shutdown_drops_connected_publishers(start_es):

@@ -1,8 +1,8 @@
 """Clients survive an Event Service restart: publishers reconnect, subscribers subscribe again."""
 import pytest
-from conftest import flat_stats, wait_until
 
 import eventservice
+from conftest import flat_stats, wait_until
 
 pytestmark = pytest.mark.network
 

@@ -1,14 +1,13 @@
 """Offline unit and property tests for the subscription index (no sockets, no Pyro5)."""
 from __future__ import annotations
 
-import time
-
 import pytest
 import regex
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
+from conftest import bounded
 from eventservice.core.subscriptions import PATTERN_FLAGS, SubscriptionIndex, fold, literal_prefix
 
 CACHE_ON_OFF = [4096, 0]
@@ -242,9 +241,9 @@ def test_subscription_cap_counts_only_new_subscriptions(index):
     capped.add_patterns("other", ["p1", "p2", "p3"])
     capped.add_patterns("other", ["p1", "p3"])
     assert capped.subscriptions("k") == ({"a", "ss", "c"}, frozenset())
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"would hold 4 subscriptions; the limit is 3 \(setting max_subscriptions\)"):
         capped.add_patterns("k", ["z"])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"would hold 2 subscriptions; the limit is 1"):
         SubscriptionIndex(max_subscriptions=1).add_subjects("k", ["one", "two"])
 
 
@@ -372,17 +371,14 @@ def test_cache_invalidated_by_removals(index):
 
 
 def test_pattern_timeout_removes_the_pattern_and_keeps_matching():
-    """A catastrophic pattern times out, is removed and reported; other keys still match, quickly."""
+    """A catastrophic pattern times out, is removed and reported; other keys still match."""
     reported = []
     index = SubscriptionIndex(pattern_timeout=0.05, on_pattern_timeout=lambda text, keys: reported.append((text, keys)))
     subject = "a" * 60 + "!"
     index.add_patterns("bad", ["(a|aa)+$"])
     index.add_subjects("good", [subject])
-    started = time.monotonic()
-    result = index.match(subject)
-    elapsed = time.monotonic() - started
+    result = bounded(index.match, subject)  # unbounded, matching it would take ages (2**60 ways to split the a's)
     assert "good" in result and "bad" not in result
-    assert elapsed < 0.5
     assert index.subscriptions("bad") == (frozenset(), frozenset())
     assert index.stats()["patterns"] == 0
     assert index.pattern_timeouts == 1 and index.stats()["pattern_timeouts"] == 1
@@ -598,8 +594,8 @@ class IndexMachine(RuleBasedStateMachine):
     @rule(key=st.sampled_from(KEYS), patterns=st.lists(st.sampled_from(PATTERNS), max_size=3),
           bad=st.sampled_from(INVALID_PATTERNS))
     def add_patterns_with_invalid_one(self, key, patterns, bad):
-        with pytest.raises(ValueError):
-            self.index.add_patterns(key, patterns + [bad])
+        with pytest.raises(ValueError, match=f"invalid pattern {regex.escape(repr(bad))}"):
+            self.index.add_patterns(key, [*patterns, bad])
 
     @rule(key=st.sampled_from(KEYS), texts=st.lists(st.sampled_from(SUBJECTS + PATTERNS), min_size=1, max_size=4))
     def remove(self, key, texts):

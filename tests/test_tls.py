@@ -7,17 +7,18 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import socket
+import ssl
 
 import pytest
-from conftest import LOCALHOST, WAIT, Collector, read_line
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from Pyro5 import core, errors
 from Pyro5.api import Proxy
 
 import eventservice
+from conftest import LOCALHOST, WAIT, Collector, read_line
 from eventservice.pyro import compat
 
 pytestmark = pytest.mark.network
@@ -32,28 +33,82 @@ def _write_key(path, key) -> None:
                                        serialization.NoEncryption()))
 
 
+def _valid_for_a_day(builder: x509.CertificateBuilder) -> x509.CertificateBuilder:
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return builder.not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+
+
 @pytest.fixture(scope="module")
 def certificates(tmp_path_factory):
-    """(ca, cert, key) file paths: a CA and a certificate it signed for 127.0.0.1."""
+    """(ca, cert, key) file paths: a CA and a certificate it signed for 127.0.0.1.
+
+    They carry what strict X.509 checking (Python 3.13's default VERIFY_X509_STRICT) demands and README's
+    TLS section asks of users' certificates: key identifiers (SKI and AKI), the CA's
+    critical basic constraints and key usage, and a SAN naming the address clients connect to.
+    """
     folder = tmp_path_factory.mktemp("tls")
-    now = datetime.datetime.now(datetime.timezone.utc)
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (x509.CertificateBuilder().subject_name(_name("eventservice test CA")).issuer_name(_name("eventservice test CA"))
+    ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
+    ca = (_valid_for_a_day(x509.CertificateBuilder()).subject_name(_name("eventservice test CA"))
+          .issuer_name(_name("eventservice test CA"))
           .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-          .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
+                                       data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
+                                       encipher_only=False, decipher_only=False), critical=True)
+          .add_extension(ca_ski, critical=False)
+          .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
           .sign(ca_key, hashes.SHA256()))
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = (x509.CertificateBuilder().subject_name(_name("127.0.0.1")).issuer_name(ca.subject)
+    cert = (_valid_for_a_day(x509.CertificateBuilder()).subject_name(_name("127.0.0.1")).issuer_name(ca.subject)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                                         data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
+                                         encipher_only=False, decipher_only=False), critical=True)
+            # one certificate serves the ES, the subscriber daemons and the two-way TLS clients
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                           critical=False)
             .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
             .sign(ca_key, hashes.SHA256()))
     paths = folder / "ca.pem", folder / "cert.pem", folder / "key.pem"
     paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     _write_key(paths[2], key)
     return tuple(str(path) for path in paths)
+
+
+def _handshake_in_memory(client: ssl.SSLContext, server: ssl.SSLContext, hostname: str) -> ssl.SSLObject:
+    """A TLS handshake between two contexts through memory buffers; the client side, handshake done."""
+    client_in, client_out, server_in, server_out = (ssl.MemoryBIO() for _ in range(4))
+    client_side = client.wrap_bio(client_in, client_out, server_hostname=hostname)
+    server_side = server.wrap_bio(server_in, server_out, server_side=True)
+    pending = [client_side, server_side]
+    for _ in range(10):  # TLS 1.3 needs 2 round trips, TLS 1.2 3
+        for side in list(pending):
+            try:
+                side.do_handshake()
+                pending.remove(side)
+            except ssl.SSLWantReadError:
+                pass
+        server_in.write(client_out.read())
+        client_in.write(server_out.read())
+        if not pending:
+            return client_side
+    pytest.fail(f"handshake unfinished: {pending}")
+
+
+def test_test_certificates_pass_strict_x509_checking_on_every_python(certificates):
+    """What Python 3.13 demands by default (VERIFY_X509_STRICT: AKI, CA key usage, ...) is demanded here on 3.10 too."""
+    ca, cert, key = certificates
+    client = ssl.create_default_context(cafile=ca)
+    client.verify_flags |= ssl.VERIFY_X509_STRICT
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(cert, key)
+    client_side = _handshake_in_memory(client, server, "127.0.0.1")
+    assert client_side.getpeercert()["subjectAltName"] == (("IP Address", "127.0.0.1"),)
 
 
 @pytest.fixture

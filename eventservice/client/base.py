@@ -15,7 +15,7 @@ __all__ = ["Client", "Subjects", "texts"]
 
 log = logging.getLogger(__name__)
 
-Subjects = t.Union[str, t.List[str], t.Tuple[str, ...]]
+Subjects = str | list[str] | tuple[str, ...]
 
 
 def texts(value: Subjects) -> list[str]:

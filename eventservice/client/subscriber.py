@@ -249,6 +249,7 @@ class Subscriber(Client):
 
     def _rebuild_daemon(self) -> None:
         old = self._daemon
+        assert old is not None  # setThreading() checked
         port = old.sock.getsockname()[1]
         old.close()
         self._daemon = self._build_daemon(pyro_config.HOST, port)  # same host, port and object id: same URI

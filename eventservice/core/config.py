@@ -5,7 +5,8 @@ as ``EVENTSERVICE_<NAME>`` (``EVENTSERVICE_QUEUESIZE``,
 ``EVENTSERVICE_BLOCKQUEUE``, ...). Pyro3 spelled these ``PYRO_ES_*``, but
 Pyro5 refuses to start when the environment holds a ``PYRO_*`` name it does
 not know, so the Pyro3 names cannot come back. Pyro5's own ``PYRO_*``
-settings are left to Pyro5.
+settings are left to Pyro5. Like Pyro5, an ``EVENTSERVICE_*`` name that is no
+setting is refused, so a misspelt one does not go unnoticed.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import typing as t
 
 from .queues import check_policy
 
-__all__ = ["Settings", "from_environment"]
+__all__ = ["Settings", "environment_names", "from_environment"]
 
 ENV_PREFIX = "EVENTSERVICE_"
 _MAY_BE_ZERO = frozenset({"linger"})
@@ -97,8 +98,25 @@ def _coerce(name: str, kind: str, text: str) -> t.Any:
         raise ValueError(f"environment variable {ENV_PREFIX}{name.upper()}={text!r} is not a valid {kind.split()[0]}") from None
 
 
+def environment_names() -> list[str]:
+    """The ``EVENTSERVICE_*`` names the environment may hold: one per Settings field."""
+    return [ENV_PREFIX + field.name.upper() for field in dataclasses.fields(Settings)]
+
+
+def _refuse_unknown_names() -> None:
+    known = environment_names()
+    unknown = sorted(name for name in os.environ if name.startswith(ENV_PREFIX) and name not in known)
+    if unknown:
+        raise ValueError(f"unknown environment variable{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
+                         f"the known ones are {', '.join(known)}")
+
+
 def from_environment(**overrides: t.Any) -> Settings:
-    """Settings from the defaults, then ``EVENTSERVICE_*`` variables, then ``overrides`` (not None)."""
+    """Settings from the defaults, then ``EVENTSERVICE_*`` variables, then ``overrides`` (not None).
+
+    An ``EVENTSERVICE_*`` variable that names no setting is a ValueError listing the known names.
+    """
+    _refuse_unknown_names()
     values: dict[str, t.Any] = {}
     for field in dataclasses.fields(Settings):
         text = os.environ.get(ENV_PREFIX + field.name.upper())

@@ -63,7 +63,7 @@ class Authenticator:
         self._seen_lock = threading.Lock()
 
     def _mac(self, *parts: str) -> str:
-        return hmac.new(self._key, "|".join((_PROTOCOL,) + parts).encode("utf-8"), hashlib.sha256).hexdigest()
+        return hmac.new(self._key, "|".join((_PROTOCOL, *parts)).encode("utf-8"), hashlib.sha256).hexdigest()
 
     def client_proof(self, object_id: str) -> dict[str, t.Any]:
         """The handshake data a proxy sends to reach ``object_id``."""
@@ -85,7 +85,8 @@ class Authenticator:
             raise PassphraseError(f"{_REFUSED}: wrong passphrase (ident)")
         now = time.time()
         if abs(now - sent_at) > self._window:
-            raise PassphraseError(f"{_REFUSED}: proof is {now - sent_at:.0f}s old; clocks differ by more than {self._window:.0f}s")
+            raise PassphraseError(
+                f"{_REFUSED}: proof is {now - sent_at:.0f}s old; clocks differ by more than {self._window:.0f}s")
         if object_id not in hosted:
             raise PassphraseError(f"{_REFUSED}: proof was made for another server")
         with self._seen_lock:
@@ -155,7 +156,7 @@ class AuthProxy(RefusalAwareProxy):
     def __copy__(self) -> AuthProxy:
         return AuthProxy(self._pyroUri, self._es_auth, self._es_require_answer)
 
-    @property  # type: ignore[override]
+    @property
     def _pyroHandshake(self) -> dict[str, t.Any]:
         sent = self._es_auth.client_proof(self._pyroUri.object)
         self.__dict__["_es_sent"] = sent
@@ -200,7 +201,8 @@ class AuthDaemonMixin:
 
 def _peer(conn: t.Any) -> str:
     try:
-        return "%s:%s" % conn.sock.getpeername()[:2]
+        host, port = conn.sock.getpeername()[:2]
+        return f"{host}:{port}"
     except (OSError, AttributeError, TypeError):
         return "?"
 

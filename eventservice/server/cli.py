@@ -21,7 +21,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="es",
         description="Start the Pyro Event Service (publish/subscribe on Pyro5).",
-        epilog="Settings also come from EVENTSERVICE_<NAME> environment variables; Pyro5's PYRO_* settings apply too.",
+        epilog="Settings also come from EVENTSERVICE_<NAME> environment variables; "
+               "Pyro5's PYRO_* settings apply too.",
     )
     parser.add_argument("-n", "--host", dest="hostname", default="",
                         help="hostname or IP to bind (default: Pyro5's HOST, localhost)")
@@ -41,8 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-queuesize", type=int,
                         help="largest queue size a subscriber may ask for with setQueuePolicy (default 10000)")
     parser.add_argument("--connectors", type=int, help="most threads connecting to new subscribers at once (default 64)")
-    parser.add_argument("--linger", type=float,
-                        help="under load, seconds between deliveries to a subscriber, so batches grow (default 0.005; 0: off)")
+    parser.add_argument("--linger", type=float, help="under load, seconds between deliveries to a subscriber, "
+                        "so batches grow (default 0.005; 0: off)")
     parser.add_argument("--delivery-timeout", type=float,
                         help="seconds before an unresponsive subscriber is dropped (default 30)")
     parser.add_argument("--max-connections", type=int, help="concurrent client connections (default 1000)")

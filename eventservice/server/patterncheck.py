@@ -87,6 +87,7 @@ class PatternChecker:
 
     def _ask(self, patterns: list[str]) -> tuple[str, int]:
         process = self._helper()
+        assert process.stdin is not None  # Popen(stdin=PIPE) made it
         deadline = time.monotonic() + self._compile_seconds * 4 + 0.01 * len(patterns) + 5
         current = 0
         try:
@@ -113,6 +114,7 @@ class PatternChecker:
 
     def _read_line(self, process: subprocess.Popen[bytes], deadline: float) -> str | None:
         """The next line ('' at EOF), or None when the deadline passes first."""
+        assert process.stdout is not None  # Popen(stdout=PIPE) made it
         while b"\n" not in self._pending:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not select.select([process.stdout], [], [], remaining)[0]:
@@ -139,4 +141,5 @@ class PatternChecker:
             process.kill()
             process.wait()
             for stream in (process.stdin, process.stdout):
-                stream.close()
+                if stream is not None:
+                    stream.close()

@@ -99,7 +99,7 @@ def run(seconds: float, rate: float) -> int:
 
     say("Summary:")
     say(f"  market published {market.published if market else 0} quotes")
-    for listener, follows in zip(listeners, (", ".join(FOLLOWED_SYMBOLS), DEFAULT_PATTERN)):
+    for listener, follows in zip(listeners, (", ".join(FOLLOWED_SYMBOLS), DEFAULT_PATTERN), strict=False):  # fewer after Ctrl-C
         say(f"  {listener.name} ({follows}): received {listener.received} quotes")
     leftover = [thread.name for thread in threading.enumerate() if thread is not threading.current_thread()]
     if leftover:
