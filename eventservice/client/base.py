@@ -110,9 +110,7 @@ class Client:
                 delay = min(delay * 2, RETRY_MAX_DELAY)
                 continue
             if attempts > 1:
-                log.warning("Event Service reachable again at %s after %.1f s",
-                            self._es._pyroUri, time.monotonic() - self._unreachable_since)
-            self._unreachable_since = None
+                log.warning("Event Service reachable again at %s after %.1f s", self._es._pyroUri, time.monotonic() - now)
             return result
 
     def _invoke(self, method: str, args: tuple[t.Any, ...], serializer: str | None) -> t.Any:

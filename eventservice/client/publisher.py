@@ -91,7 +91,10 @@ class Publisher(Client):
         except TypeError as failure:
             raise failure from error
         if isinstance(error, errors.CommunicationError):
-            limit = self._call_es("limits")["max_message_size"]
+            try:
+                limit = self._call_es("limits")["max_message_size"]
+            except errors.CommunicationError:
+                return  # no ES to ask: the original error says it all
             if size > limit:
                 raise ValueError(f"the message is {size} bytes when serialized; the Event Service accepts at most "
                                  f"{limit} bytes (setting max_message_size)") from error
