@@ -23,6 +23,7 @@ pytestmark = pytest.mark.network
 
 CHATBOX = "examples/pyro3/chatbox"
 ALLINONE = "examples/pyro3/allinone"
+STRESSTEST = "examples/pyro3/stresstest"
 
 
 def free_port() -> int:
@@ -71,6 +72,41 @@ def test_allinone_own_loop_serves_ns_es_objects_and_a_subscriber_from_one_select
     assert got == sent
     assert "LISTENER RECEIVED 21 OF 21 EVENTS, IN ORDER" in output
     assert "EVENT SERVER SHUT DOWN: True" in output
+
+
+def test_allinone_threads_starts_the_es_with_norange_in_a_thread(pyro_settings, processes):
+    """Pyro3's allinone_threads.py, ported: start(port=0, norange=...) in a thread, waitUntilStarted(),
+    a listener in listen() in another; every event arrives in order; shutdown() ends start()."""
+    pyro_settings.NS_PORT = free_port()
+    program = processes.spawn(f"{ALLINONE}/allinone_threads.py", "--rounds", "5", "--interval", "0")
+    output, errors_ = finish(program, timeout=3 * WAIT)
+    assert program.returncode == 0, errors_
+    sent = re.findall(r"(publisher\d) sets (\w) to (\d+)", output)
+    got = re.findall(r"Listener got Event: (publisher\d)\.(\w)=(\d+)", output)
+    assert len(sent) == 15
+    assert got == sent
+    assert "EVENT SERVER SHUT DOWN: True" in output
+
+
+def test_stresstest_subscriber_threads_and_publisher_threads_stop_on_ctrl_c(es, processes):
+    """Pyro3's stresstest, ported: 20 TrafficCounter(Subscriber, Thread) switch subscriptions inside
+    event() while 10 VehicleProducer(Publisher, Thread) publish; Ctrl-C aborts and joins them all."""
+    consumer = processes.spawn(f"{STRESSTEST}/consumer.py")
+    for _ in range(20):
+        read_line(consumer, expect="Going to count cars.")
+    producer = processes.spawn(f"{STRESSTEST}/producer.py")
+    read_line(consumer, expect="Let's look somewhere else.")  # switched its subscription inside event()
+    read_line(consumer, expect="I am now watching for cars heading")  # and subscribed again
+    producer.send_signal(signal.SIGINT)
+    output, errors_ = finish(producer)
+    assert producer.returncode == 0, errors_
+    assert output.count("Producer stopped.") == 10
+    consumer.send_signal(signal.SIGINT)
+    output, errors_ = finish(consumer)
+    assert consumer.returncode == 0, errors_
+    assert "Break-- waiting for threads to stop." in output
+    assert output.count("Stopped counting cars.") == 20
+    assert "Traceback" not in errors_
 
 
 def _type(process: subprocess.Popen, text: str) -> None:

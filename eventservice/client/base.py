@@ -32,7 +32,7 @@ class Client:
     """What both skeletons share: finding the ES, the passphrase, one reusable proxy."""
 
     def __init__(self, ident: str | None, esURI: str | core.URI | None, nsHost: str | None, nsPort: int | None) -> None:
-        self._ident = ident
+        self._es_ident = ident
         self._authenticator = auth.Authenticator(ident) if ident else None
         self._esURI = esURI
         self._ns_location = (nsHost, nsPort)
@@ -52,7 +52,7 @@ class Client:
     @property
     def ES_ident(self) -> str | None:
         """The passphrase given as ``ident`` (Pyro3's attribute); it never leaves this process."""
-        return self._ident
+        return self._es_ident
 
     def getES(self) -> t.Any:
         """A new proxy to the Event Service, owned by the calling thread."""
