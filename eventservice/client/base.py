@@ -100,7 +100,9 @@ class Client:
                 remaining = deadline - time.monotonic()
                 if retry_for <= 0:
                     raise  # no patience asked for: the error as it is
-                if remaining <= 0 or self._stop_retrying.is_set():
+                if self._stop_retrying.is_set():
+                    raise errors.CommunicationError(f"closed while waiting for an Event Service: {error}") from error
+                if remaining <= 0:
                     raise errors.CommunicationError(
                         f"no Event Service reachable for {retry_for:g} s "
                         f"(reconnectTimeout); last error: {error}") from error
