@@ -105,6 +105,30 @@ def test_subscriber_resubscribes_within_the_bound_after_es_kill_and_restart(name
         ("RESTART.EXACT", "after"), ("RESTART.PATTERN", "after")]
 
 
+def test_subscriber_dropped_on_purpose_by_a_live_es_is_left_to_the_heartbeat(es, recorders, caplog):
+    """A live ES that drops a subscriber (here: someone calls unsubscribeAll for it) closes its connection;
+    the subscriber notices but does not push its subscriptions straight back (a pattern the ES removed
+    for running out of time would come back again and again); its heartbeat subscribes again later."""
+    caplog.set_level(logging.WARNING, logger="eventservice.client.subscriber")
+    subscriber = recorders()
+    subscriber.heartbeat = 0
+    subscriber.listenInThread()
+    subscriber.subscribe("DROPPED")
+    wait_until(lambda: es.service.stats()["connected"] == 1, message="the ES to connect to the subscriber")
+    with subscriber.getES() as service:
+        service.unsubscribeAll(subscriber.getProxy())
+    wait_until(lambda: any("dropped this subscriber" in record.getMessage() for record in caplog.records),
+               message="the subscriber to notice")
+    with subscriber.getES() as service:
+        assert not service.hasSubscriptions(subscriber.getProxy())
+    assert not subscriber.reconnected.is_set()
+    subscriber.heartbeat = 0.05  # the next periodic check subscribes again
+    subscriber._check_now.set()  # wake the keeper so it picks up the new heartbeat
+    wait_until(lambda: any("subscriptions re-established" in record.getMessage() for record in caplog.records),
+               message="the heartbeat to subscribe again")
+    assert subscriber.reconnected.wait(WAIT)
+
+
 def test_subscriber_follows_an_es_replaced_on_another_port(start_es, recorders):
     """The ES stops and a new one registers elsewhere: the subscriber finds it through the name server."""
     first = start_es()

@@ -184,6 +184,8 @@ class Subscriber(pyro3.Pyro3ObjectMethods, Client):
         self._keeper: threading.Thread | None = None
         self._keeper_lock = threading.Lock()
         self._check_now = threading.Event()
+        self._es_trouble = False  # a call to the ES failed since it last held our subscriptions
+        self._subscribed_at: str | None = None  # the URI of the ES that holds our subscriptions
         if queuePolicy is not None or queueSize is not None:
             if queuePolicy is None:
                 raise ValueError("queueSize needs a queuePolicy too (block, drop or drop-oldest)")
@@ -197,6 +199,7 @@ class Subscriber(pyro3.Pyro3ObjectMethods, Client):
             self._call_es("subscribe", subjects, self._callback_proxy(), keep_connection=False)
             for subject in texts(subjects):
                 self._subjects[fold(subject)] = subject
+            self._subscribed_at = str(self.ES_uri)
             self._apply_queue_policy()
 
     def subscribeMatch(self, subjectPatterns: Subjects) -> None:
@@ -205,6 +208,7 @@ class Subscriber(pyro3.Pyro3ObjectMethods, Client):
             self._call_es("subscribeMatch", subjectPatterns, self._callback_proxy(), keep_connection=False)
             for pattern in texts(subjectPatterns):
                 self._patterns[pattern] = pattern
+            self._subscribed_at = str(self.ES_uri)
             self._apply_queue_policy()
 
     def unsubscribe(self, subjects: Subjects) -> None:
@@ -431,11 +435,13 @@ class Subscriber(pyro3.Pyro3ObjectMethods, Client):
         try:
             return super()._call_es(method, *args, **kwargs)
         except (errors.CommunicationError, errors.NamingError):
+            self._es_trouble = True
             self._check_now.set()  # a failed call: the ES may be gone or replaced
             raise
 
     def _reconnect(self) -> None:
         super()._reconnect()
+        self._es_trouble = True
         self._check_now.set()  # possibly another ES now: make sure it knows our subscriptions
 
     def _start_keeper(self) -> None:
@@ -449,16 +455,24 @@ class Subscriber(pyro3.Pyro3ObjectMethods, Client):
         while True:
             # jittered, so that many subscribers started together do not check in together
             interval = self.heartbeat * random.uniform(0.5, 1.5) if self.heartbeat else None
-            self._check_now.wait(interval)
+            noticed = self._check_now.wait(interval)
             with self._keeper_lock:
                 if self._closed or not self._serving.is_set():
                     self._keeper = None
                     return
             self._check_now.clear()
-            self._recover()
+            self._recover(periodic=not noticed)
 
-    def _recover(self) -> None:
-        """Make sure the ES holds our subscriptions; retry with capped backoff while none answers."""
+    def _recover(self, periodic: bool) -> None:
+        """Make sure the ES holds our subscriptions; retry with capped backoff while none answers.
+
+        After a notice (not ``periodic``), subscriptions are made again at once
+        only on an ES that is new to us: one that was unreachable or failed a
+        call meanwhile, or another URI. An ES that answered all along and no
+        longer knows us dropped us on purpose (a pattern that ran out of time,
+        a subscriber too slow); then it is the heartbeat's turn, as before, so
+        that what the ES removed is not pushed back at once, again and again.
+        """
         delay = RECOVERY_FIRST_DELAY
         outage_since: float | None = None
         while not self._closed and self._serving.is_set():
@@ -471,6 +485,12 @@ class Subscriber(pyro3.Pyro3ObjectMethods, Client):
                         if outage_since is not None:
                             log.warning("Event Service %s answers again after %.1f s and still holds our "
                                         "subscriptions", self.ES_uri, time.monotonic() - outage_since)
+                        self._es_trouble = False
+                        return
+                    if not (periodic or self._es_trouble or str(self.ES_uri) != self._subscribed_at):
+                        log.warning("the Event Service %s dropped this subscriber (it removes unreachable and slow "
+                                    "subscribers, and patterns that run out of time); subscribing again at the "
+                                    "next heartbeat", self.ES_uri)
                         return
                     log.warning("the Event Service %s does not know this subscriber (restarted, or it dropped us); "
                                 "subscribing again to %d subjects and %d patterns", self.ES_uri, len(subjects),
@@ -479,6 +499,8 @@ class Subscriber(pyro3.Pyro3ObjectMethods, Client):
                         self._call_es("subscribe", subjects, self._callback, keep_connection=False)
                     if patterns:
                         self._call_es("subscribeMatch", patterns, self._callback, keep_connection=False)
+                    self._subscribed_at = str(self.ES_uri)
+                    self._es_trouble = False
                     self._policy_applied = False
                     self._apply_queue_policy(raise_errors=False)
             except (ValueError, TypeError) as error:  # the new ES refuses what the old one took (other limits)
