@@ -146,7 +146,8 @@ class Subscriber(pyro3.Pyro3ObjectMethods, Client):
     last resort, the check every ``heartbeat`` seconds) and subscribes all
     its subjects and patterns again, with its queue policy, as soon as an ES
     answers (retrying with backoff up to RECOVERY_MAX_DELAY seconds); then it
-    calls ``esReconnected()``. Events published meanwhile are not replayed.
+    calls ``esReconnected()``. A live ES that dropped it on purpose is left to
+    the heartbeat. Events published meanwhile are not replayed.
     """
 
     #: mean seconds between subscription checks while served (jittered by +-50%); 0 turns them off
