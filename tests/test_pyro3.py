@@ -24,6 +24,7 @@ pytestmark = pytest.mark.network
 CHATBOX = "examples/pyro3/chatbox"
 ALLINONE = "examples/pyro3/allinone"
 STRESSTEST = "examples/pyro3/stresstest"
+DISTRIBUTED = "examples/pyro3/distributed"
 
 
 def free_port() -> int:
@@ -107,6 +108,21 @@ def test_stresstest_subscriber_threads_and_publisher_threads_stop_on_ctrl_c(es, 
     assert "Break-- waiting for threads to stop." in output
     assert output.count("Stopped counting cars.") == 20
     assert "Traceback" not in errors_
+
+
+def test_distributed_computing_monitor_shows_a_partitions_progress(es, processes):
+    """Pyro3's distributed-computing monitor (a pattern Subscriber) and a TaskPartition (a Publisher
+    subclass), ported: the monitor sees START, the progress steps and FINISHED, in order, then stops."""
+    monitor = processes.spawn(f"{DISTRIBUTED}/monitor.py", "--events", "5", "--no-clear")
+    read_line(monitor, expect="Monitor is listening (0)")
+    partition = processes.spawn(f"{DISTRIBUTED}/run_partition.py", "--name", "count-1", "--steps", "4")
+    output, errors_ = finish(partition)
+    assert partition.returncode == 0, errors_
+    output, errors_ = finish(monitor)
+    assert monitor.returncode == 0, errors_
+    rows = re.findall(r"^count-1 +(\[.*\])$", output, re.MULTILINE)
+    assert rows == ["[" + " " * 30 + "]", "[" + "*" * 8 + " " * 22 + "]", "[" + "*" * 15 + " " * 15 + "]",
+                    "[" + "*" * 23 + " " * 7 + "]", "[done]"]
 
 
 def _type(process: subprocess.Popen, text: str) -> None:
