@@ -24,16 +24,25 @@ class Publisher(Client):
         pipelined mode with at most N publishes on their way (see ``publish``)
     :param nsHost: the name server's host (default: Pyro5's NS_HOST)
     :param nsPort: the name server's port (default: Pyro5's NS_PORT)
+    :param reconnectTimeout: seconds a publish keeps trying to reach an Event
+        Service again after the connection was lost (an ES restart), finding it
+        anew through the name server each time; only then it raises
+        CommunicationError (default 30; 0: one retry at once)
     Raises NamingError when there is no name server or no ES registered in it.
+    Publishes made while no ES runs are not kept: a publish either reaches an
+    ES or raises.
     """
 
     def __init__(self, ident: str | None = None, esURI: str | core.URI | None = None, pipeline: int = 0,
-                 nsHost: str | None = None, nsPort: int | None = None) -> None:
+                 nsHost: str | None = None, nsPort: int | None = None, reconnectTimeout: float = 30.0) -> None:
         super().__init__(ident, esURI, nsHost, nsPort)
         with self._es_lock:
             self._es._pyroBind()
         if not isinstance(pipeline, int) or pipeline < 0:
             raise ValueError(f"pipeline must be a whole number >= 0, not {pipeline!r}")
+        if not isinstance(reconnectTimeout, (int, float)) or reconnectTimeout < 0:
+            raise ValueError(f"reconnectTimeout must be a number of seconds >= 0, not {reconnectTimeout!r}")
+        self._publish_retry_for = float(reconnectTimeout)
         self._pipeline = _Pipeline(self, pipeline) if pipeline else None
 
     def publish(self, subjects: Subjects, msg: t.Any) -> int | None:
@@ -56,7 +65,8 @@ class Publisher(Client):
             self._pipeline.put(subjects, msg)
             return None
         try:
-            return self._call_es("publish", subjects, msg, serializer=_fast_serializer(msg))
+            return self._call_es("publish", subjects, msg, serializer=_fast_serializer(msg),
+                                 retry_for=self._publish_retry_for)
         except errors.CommunicationError as error:
             self._explain_failure(msg, error)
             raise
@@ -81,7 +91,10 @@ class Publisher(Client):
         except TypeError as failure:
             raise failure from error
         if isinstance(error, errors.CommunicationError):
-            limit = self._call_es("limits")["max_message_size"]
+            try:
+                limit = self._call_es("limits")["max_message_size"]
+            except errors.CommunicationError:
+                return  # no ES to ask: the original error says it all
             if size > limit:
                 raise ValueError(f"the message is {size} bytes when serialized; the Event Service accepts at most "
                                  f"{limit} bytes (setting max_message_size)") from error
@@ -97,6 +110,7 @@ class Publisher(Client):
 
     def close(self) -> None:
         """Flush pipelined publishes, then drop the connection to the ES."""
+        self._stop_retrying.set()  # a publish waiting for an ES to come back gives up now
         try:
             if self._pipeline is not None:
                 self._pipeline.close()
@@ -208,7 +222,8 @@ class _Pipeline:
                 self._in_flight = len(batch)
             error = None
             try:
-                refused = self._client._call_es("publishBatch", batch, serializer=_fast_serializer(batch))
+                refused = self._client._call_es("publishBatch", batch, serializer=_fast_serializer(batch),
+                                                retry_for=self._client._publish_retry_for)
                 if refused:
                     index, kind, message = refused[0]
                     error = _REMOTE_ERRORS.get(kind, errors.PyroError)(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 import typing as t
 
-__all__ = ["Event", "SERIALIZED_CLASS"]
+__all__ = ["SERIALIZED_CLASS", "Event"]
 
 #: the ``__class__`` tag events carry on the wire
 SERIALIZED_CLASS = "eventservice.Event"
@@ -21,9 +21,14 @@ class Event:
     :param subject: the subject exactly as the publisher wrote it (case kept)
     :param msg: any value the configured Pyro5 serializer carries
     :param creationTime: seconds since the epoch; ``time.time()`` when omitted
+
+    ``str(event)`` reads as Pyro3's did: ``<EVENT SUBJ subject (ctime): msg>``.
+    Applications may add attributes of their own to an event they received.
     """
 
-    __slots__ = ("subject", "msg", "time")
+    # the three fields in slots keep events small and quick to make; "__dict__" (created only when used)
+    # lets applications add attributes, as Pyro3's events allowed, and "__weakref__" keeps them weak-referenceable
+    __slots__ = ("__dict__", "__weakref__", "msg", "subject", "time")
 
     def __init__(self, subject: str, msg: t.Any, creationTime: float | None = None) -> None:
         self.subject = subject
@@ -31,9 +36,8 @@ class Event:
         self.time = time.time() if creationTime is None else creationTime
 
     def __str__(self) -> str:
-        seconds, millis = divmod(round(self.time * 1000), 1000)
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
-        return f"<Event {self.subject} @ {stamp}.{millis:03d}: {self.msg}>"
+        """Pyro3's form, so that code parsing or printing events reads the same."""
+        return f"<EVENT SUBJ {self.subject} ({time.ctime(self.time)}): {self.msg}>"
 
     def __repr__(self) -> str:
         return f"Event({self.subject!r}, {self.msg!r}, {self.time!r})"

@@ -6,6 +6,7 @@ embedded one) and serves. The ``es`` command (``cli.py``) is a thin layer on it.
 from __future__ import annotations
 
 import logging
+import select
 import threading
 import time
 import typing as t
@@ -44,8 +45,9 @@ class EventServiceStarter:
 
     ``start`` serves until ``shutdown``; ``initialize`` sets everything up and
     returns, for programs that call ``handleRequests`` themselves or serve from
-    a thread. The daemon keeps Pyro5's ``sockets`` and ``events(ready)``, so a
-    program may also drive it from its own select loop. Starting lowers one of
+    a thread, or from their own select loop with ``getServerSockets()`` and
+    ``handleRequests(0)`` (Pyro3's way; Pyro5's is ``daemon.sockets`` and
+    ``daemon.events(ready)``). Starting lowers one of
     Pyro5's process-wide settings, which Pyro5 offers no other way:
     MAX_MESSAGE_SIZE, to about ``max_message_size``; and it raises the
     process's soft limit of open files to the hard limit.
@@ -62,6 +64,7 @@ class EventServiceStarter:
         self._ns_thread: threading.Thread | None = None
         self._ns_location: tuple[str | None, int | None] | None = None
         self._started = threading.Event()
+        self._start_decided = threading.Event()  # started, or failed to
         self._stopping = threading.Event()
         self._stopped = threading.Event()
         self._loop_idle = threading.Event()
@@ -90,6 +93,7 @@ class EventServiceStarter:
         embeddedNameServer: bool = False,
         nsHost: str | None = None,
         nsPort: int | None = None,
+        norange: bool = False,
     ) -> core.URI:
         """Create the daemon and the service, register it, and return its URI without serving.
 
@@ -99,8 +103,11 @@ class EventServiceStarter:
         :param embeddedNameServer: run a name server in this process (on nsHost:nsPort)
         :param nsHost: the name server's host (default Pyro5's NS_HOST, or ``hostname`` when embedded)
         :param nsPort: the name server's port (default Pyro5's NS_PORT)
+        :param norange: Pyro3's "bind exactly this port, try no range"; accepted and
+            always true here: Pyro5 binds exactly ``port`` (0 or None: a free one)
         Raises AlreadyRunningError when a live ES is registered already.
         """
+        del norange  # nothing to do: Pyro5 never tries a range of ports
         host = hostname or pyro_config.HOST
         _raise_file_limit()  # a socket per client and per subscriber: the usual 1024 is too few
         # room for the request's subjects and framing on top of the message itself
@@ -129,24 +136,64 @@ class EventServiceStarter:
                     ns.register(EVENTSERVER_NAME, self.uri)
                 log.info("registered %s as %s", self.uri, EVENTSERVER_NAME)
         except BaseException:
+            self._start_decided.set()  # waitUntilStarted() answers False now instead of waiting on
             self._cleanup()
             raise
         self._started.set()
+        self._start_decided.set()
         return self.uri
 
     def waitUntilStarted(self, timeout: float | None = None) -> bool:
-        """True once the ES is set up and registered; False if ``timeout`` passed first."""
-        return self._started.wait(timeout)
+        """True once the ES is set up and registered; False if ``timeout`` passed first or starting failed."""
+        self._start_decided.wait(timeout)
+        return self._started.is_set()
+
+    def getServerSockets(self) -> list[t.Any]:
+        """The sockets to select on for reading when serving from your own loop (Pyro3's name).
+
+        Pass the ready ones to ``daemon.events(ready)``, or call ``handleRequests(0)``.
+        Ask again each round if the daemon's set of sockets may change.
+        """
+        if self.daemon is None:
+            raise RuntimeError("initialize() the Event Service first")
+        return list(self.daemon.sockets)
+
+    def mustContinueRunning(self) -> bool:
+        """True until ``shutdown()`` was called (Pyro3's loop condition)."""
+        return not self._stopping.is_set()
+
+    @property
+    def running(self) -> bool:
+        """Pyro3's attribute: True until ``shutdown()``."""
+        return self.mustContinueRunning()
+
+    @property
+    def started(self) -> threading.Event:
+        """Pyro3's attribute: the event set once the ES is started (see ``waitUntilStarted``)."""
+        return self._started
+
+    @property
+    def es(self) -> EventService | None:
+        """Pyro3's attribute: the Event Service object (also ``service``)."""
+        return self.service
 
     def handleRequests(self, timeout: float | None = None) -> None:
-        """Serve requests for ``timeout`` seconds (None: until ``shutdown()``)."""
+        """Serve requests for ``timeout`` seconds (None: until ``shutdown()``).
+
+        ``handleRequests(0)`` serves what is pending now and returns at once:
+        the call for your own loop when a socket of ``getServerSockets()`` is ready.
+        """
         if self.daemon is None:
             raise RuntimeError("initialize() the Event Service first")
         if self._stopping.is_set():
             return
-        deadline = None if timeout is None else time.monotonic() + timeout
+        if timeout is not None and timeout <= 0:
+            self._serve_pending()
+            return
+        deadline = None
         timer = None
         if timeout is not None:
+            deadline = time.monotonic() + timeout
             timer = threading.Timer(timeout, self._wake)
             timer.daemon = True
             timer.start()
@@ -161,12 +208,15 @@ class EventServiceStarter:
             if timer is not None:
                 timer.cancel()
 
-    def shutdown(self) -> None:
+    def shutdown(self, es: t.Any = None) -> None:
         """Stop serving, unregister from the name server and release everything. Idempotent.
 
         Called from inside the serving thread (a signal handler, say) it only
         ends the loop; the caller of ``start``/``handleRequests`` then cleans up.
+        ``es``: Pyro3's argument, this starter's Event Service (``starter.es``) or None.
         """
+        if es is not None and es is not self.service:
+            raise ValueError("shutdown(es) takes this starter's own Event Service (starter.es) or None")
         self._stopping.set()
         loop_thread = self._loop_thread
         if loop_thread is not None:
@@ -177,6 +227,18 @@ class EventServiceStarter:
         self._cleanup()
 
     # -- internals -------------------------------------------------------
+
+    def _serve_pending(self, rounds: int = 100) -> None:
+        """Serve what is ready on the daemon's sockets now, without waiting (bounded rounds)."""
+        daemon = self.daemon
+        for _ in range(rounds):
+            if daemon is None or self._stopping.is_set():
+                return
+            sockets = list(daemon.sockets)
+            ready = select.select(sockets, [], [], 0)[0] if sockets else []
+            if not ready:
+                return
+            daemon.events(ready)
 
     def _wake(self) -> None:
         if self.daemon is not None:
