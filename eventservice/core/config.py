@@ -16,7 +16,7 @@ import typing as t
 __all__ = ["Settings", "from_environment"]
 
 ENV_PREFIX = "EVENTSERVICE_"
-_MAY_BE_ZERO = frozenset({"linger"})
+_MAY_BE_ZERO = frozenset({"linger", "stats_interval"})
 
 
 @dataclasses.dataclass
@@ -55,6 +55,8 @@ class Settings:
     idle_timeout: float = 60.0
     #: seconds of clock difference tolerated in the passphrase handshake
     handshake_window: float = 120.0
+    #: seconds between one-line stats summaries in the log (0: none)
+    stats_interval: float = 0.0
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):

@@ -18,7 +18,9 @@ from ..core.config import Settings, from_environment
 from ..pyro import auth, naming
 from ..pyro.daemon import ConnectionGuardMixin, GuardedDaemon
 from ..pyro.naming import EVENTSERVER_NAME
+from .registration import RegistrationWatcher
 from .service import EventService
+from .statslog import StatsLogger
 
 __all__ = ["EventServiceStarter", "AlreadyRunningError"]
 
@@ -65,6 +67,7 @@ class EventServiceStarter:
         self._loop_idle = threading.Event()
         self._loop_idle.set()
         self._loop_thread: threading.Thread | None = None
+        self._background: list[RegistrationWatcher | StatsLogger] = []  # stopped first at shutdown
 
     def __enter__(self) -> EventServiceStarter:
         return self
@@ -121,6 +124,10 @@ class EventServiceStarter:
                 with naming.locate_ns(nsHost, nsPort, self.authenticator) as ns:
                     ns.register(EVENTSERVER_NAME, self.uri)
                 log.info("registered %s as %s", self.uri, EVENTSERVER_NAME)
+                watcher = RegistrationWatcher(EVENTSERVER_NAME, self.uri, nsHost, nsPort, self.authenticator)
+                self._background.append(watcher.start())
+            if self.settings.stats_interval:
+                self._background.append(StatsLogger(self.service.stats, self.settings.stats_interval).start())
         except BaseException:
             self._cleanup()
             raise
@@ -161,6 +168,8 @@ class EventServiceStarter:
         ends the loop; the caller of ``start``/``handleRequests`` then cleans up.
         """
         self._stopping.set()
+        for task in self._background:  # before unregistering: the watcher would register again
+            task.stop()
         loop_thread = self._loop_thread
         if loop_thread is not None:
             self._wake()
