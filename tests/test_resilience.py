@@ -167,7 +167,7 @@ def test_es_registers_again_after_stock_name_server_kill_and_restart(pyro_settin
     ns_port = free_port()
     pyro_settings.NS_PORT = ns_port
     name_server = start_name_server(processes, ns_port)
-    _, uri = start_es(processes)
+    server, uri = start_es(processes, stderr=subprocess.STDOUT)  # its log lines too
     subscriber = collectors()
     subscriber.subscribe("NSRESTART.TEST")
     publisher = eventservice.Publisher()
@@ -178,12 +178,15 @@ def test_es_registers_again_after_stock_name_server_kill_and_restart(pyro_settin
     with pytest.raises(errors.NamingError):
         eventservice.Publisher()
     assert publisher.publish("NSRESTART.TEST", "during") == 1  # clients that found the ES carry on
+    read_line(server, expect="lost the name server")  # its next check notices, and logs the outage
 
     start_name_server(processes, ns_port)  # a fresh stock name server: empty
     answering = time.monotonic()
     wait_until(lambda: registered(ns_port) == uri, timeout=REREGISTRATION_BOUND,
                message=f"the ES to register again within {REREGISTRATION_BOUND}s of the name server answering")
     print(f"\nFIGURE re-registration after name-server restart: {time.monotonic() - answering:.2f}s")
+    read_line(server, expect="name server answers again")  # the recovery is logged
+    read_line(server, expect="again (the name server had nothing)")
     with eventservice.Publisher() as newcomer:
         assert newcomer.publish("NSRESTART.TEST", "after") == 1
     assert [event.msg for event in subscriber.take(3)] == ["before", "during", "after"]
