@@ -70,7 +70,8 @@ class RegistrationWatcher:
         return self
 
     def stop(self) -> None:
-        """Stop checking. Once this returns, the watcher registers nothing more."""
+        """Stop checking. Once this returns, the watcher registers nothing more (a check under way is
+        waited for, up to twice the name-server lookup timeout)."""
         self._stop.set()
         if self._working.acquire(timeout=naming.LOOKUP_TIMEOUT * 2):  # a check under way ends within its timeouts
             self._working.release()
