@@ -19,7 +19,7 @@ from .queues import check_policy
 __all__ = ["Settings", "environment_names", "from_environment"]
 
 ENV_PREFIX = "EVENTSERVICE_"
-_MAY_BE_ZERO = frozenset({"linger"})
+_MAY_BE_ZERO = frozenset({"linger", "stats_interval"})
 
 
 @dataclasses.dataclass
@@ -62,6 +62,8 @@ class Settings:
     idle_timeout: float = 60.0
     #: seconds of clock difference tolerated in the passphrase handshake
     handshake_window: float = 120.0
+    #: seconds between one-line stats summaries in the log (0: none)
+    stats_interval: float = 0.0
 
     def __post_init__(self) -> None:
         if self.blockqueue is not None and self.full_queue == "block":

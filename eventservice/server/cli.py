@@ -54,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-pattern-length", type=int, help="longest pattern in characters (default 1000)")
     parser.add_argument("--max-subscriptions", type=int, help="most subjects plus patterns per subscriber (default 10000)")
     parser.add_argument("--max-subjects-per-publish", type=int, help="most subjects in one publish (default 1000)")
+    parser.add_argument("--stats-interval", type=float,
+                        help="log a one-line summary of the ES's figures every S seconds (default 0: off)")
     parser.add_argument("--ssl-cert", help="TLS: this server's certificate (turns TLS on for every connection)")
     parser.add_argument("--ssl-key", help="TLS: the certificate's private key")
     parser.add_argument("--ssl-ca", help="TLS: CA certificate that signs clients' and subscribers' certificates")
@@ -92,7 +94,10 @@ def main(args: list[str] | None = None) -> int:
             max_pattern_length=options.max_pattern_length,
             max_subscriptions=options.max_subscriptions,
             max_subjects_per_publish=options.max_subjects_per_publish,
+            stats_interval=options.stats_interval,
         )
+        if settings.stats_interval:  # the summary is the point of the option: show it without -v
+            logging.getLogger("eventservice.server.statslog").setLevel(logging.INFO)
         starter = EventServiceStarter(identification, settings)
         uri = starter.initialize(options.hostname, options.port, options.use_ns, options.embedded_ns,
                                  options.ns_host, options.ns_port)

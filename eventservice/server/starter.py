@@ -20,7 +20,9 @@ from ..pyro import auth, naming
 from ..pyro.daemon import BoundedRequestsMixin, ConnectionGuardMixin
 from ..pyro.naming import EVENTSERVER_NAME
 from .loop import LoopDaemon
+from .registration import RegistrationWatcher
 from .service import EventService
+from .statslog import StatsLogger
 
 __all__ = ["AlreadyRunningError", "EventServiceStarter"]
 
@@ -70,6 +72,7 @@ class EventServiceStarter:
         self._loop_idle = threading.Event()
         self._loop_idle.set()
         self._loop_thread: threading.Thread | None = None
+        self._background: list[RegistrationWatcher | StatsLogger] = []  # stopped first at shutdown
 
     def __enter__(self) -> EventServiceStarter:
         return self
@@ -135,6 +138,10 @@ class EventServiceStarter:
                 with naming.locate_ns(nsHost, nsPort, self.authenticator) as ns:
                     ns.register(EVENTSERVER_NAME, self.uri)
                 log.info("registered %s as %s", self.uri, EVENTSERVER_NAME)
+                watcher = RegistrationWatcher(EVENTSERVER_NAME, self.uri, nsHost, nsPort, self.authenticator)
+                self._background.append(watcher.start())
+            if self.settings.stats_interval:
+                self._background.append(StatsLogger(self.service.stats, self.settings.stats_interval).start())
         except BaseException:
             self._start_decided.set()  # waitUntilStarted() answers False now instead of waiting on
             self._cleanup()
@@ -218,6 +225,8 @@ class EventServiceStarter:
         if es is not None and es is not self.service:
             raise ValueError("shutdown(es) takes this starter's own Event Service (starter.es) or None")
         self._stopping.set()
+        for task in self._background:  # before unregistering: the watcher would register again
+            task.stop()
         loop_thread = self._loop_thread
         if loop_thread is not None:
             self._wake()
