@@ -9,7 +9,7 @@ The package has four wings, imported one way only:
 """
 import logging
 
-from .client import Publisher, Subscriber
+from .client import Publisher, QueueClosedError, QueueSubscriber, Subscriber, aio
 from .core.config import Settings
 from .core.event import Event
 from .pyro.auth import PassphraseError
@@ -27,8 +27,11 @@ __all__ = [
     "EventServiceStarter",
     "PassphraseError",
     "Publisher",
+    "QueueClosedError",
+    "QueueSubscriber",
     "Settings",
     "Subscriber",
+    "aio",
     "use_tls",
 ]
 
