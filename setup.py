@@ -18,7 +18,7 @@ setup(
         "test": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6", "msgpack>=1.0", "cryptography>=41"],
         "fast": ["msgpack>=1.0"],
     },
-    entry_points={"console_scripts": ["es=eventservice.server.cli:main"]},
+    entry_points={"console_scripts": ["es=eventservice.server.cli:main", "esc=eventservice.tools.esc:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: System :: Networking",
