@@ -15,6 +15,7 @@ import threading
 import time
 
 import pytest
+import test_tls
 from conftest import WAIT, read_line, wait_until
 from Pyro5.server import Daemon, expose
 
@@ -22,6 +23,8 @@ import eventservice
 from eventservice.tools import esc
 
 pytestmark = pytest.mark.network
+
+certificates = test_tls.certificates  # the module-scoped fixture: a throw-away CA and a certificate for 127.0.0.1
 
 
 def counter(stats: dict, name: str) -> int:
@@ -139,7 +142,6 @@ def test_list_uses_subscribers_or_says_it_is_not_offered(es, processes, collecto
     else:
         assert code == esc.EXIT_NO_LISTING
         assert_one_line_error(out, err, "esc list: this Event Service does not offer a subscriber listing")
-        assert out == ""
 
 
 # -- stand-in ES in the contract's shapes --------------------------------------
@@ -300,3 +302,25 @@ def test_ctrl_c_interrupting_a_blocked_publish_exits_130(start_es, processes):
         out, err = publish.communicate(timeout=WAIT)
         assert publish.returncode == esc.EXIT_INTERRUPTED, err
         assert "Traceback" not in err and out == ""
+
+
+# -- TLS, as es takes it -------------------------------------------------------
+
+
+def test_tls_options_reach_a_tls_event_service(processes, pyro_settings, certificates):
+    """esc's --ssl-* options: ping and publish with the CA; tail also serves TLS, so it needs a certificate."""
+    test_tls._start_tls_es(processes, pyro_settings, certificates)
+    ca, cert, key = certificates
+    code, out, err = run_esc(processes, "ping", "--ssl-ca", ca)
+    assert code == esc.EXIT_OK, err
+    code, out, err = run_esc(processes, "tail", "--ssl-ca", ca)
+    assert code == esc.EXIT_USAGE
+    assert_one_line_error(out, err, "esc tail: esc tail over TLS needs --ssl-cert and --ssl-key")
+    tail = start_tail(processes, "TLS.NEWS", "--count", "1", "--ssl-ca", ca, "--ssl-cert", cert, "--ssl-key", key)
+    code, out, err = run_esc(processes, "publish", "TLS.NEWS", "'over TLS'", "--ssl-ca", ca)
+    assert code == esc.EXIT_OK and "queued for 1 subscriber" in out, err
+    assert "TLS.NEWS  'over TLS'" in finish(tail)
+    assert tail.returncode == esc.EXIT_OK
+    code, out, err = run_esc(processes, "ping", "--ssl-ca", str(certificates[0]) + ".missing")
+    assert code == esc.EXIT_USAGE
+    assert_one_line_error(out, err, "TLS file not found")
