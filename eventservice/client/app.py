@@ -38,11 +38,12 @@ Handler = t.Callable[[Event], t.Any]
 class _Route:
     def __init__(self, handler: Handler, subjects: t.Iterable[str] = (), patterns: t.Iterable[t.Any] = ()) -> None:
         self.handler = handler
-        self.subjects = frozenset(fold(subject) for subject in subjects)
+        self.subjects = list(subjects)
+        self._folded = frozenset(fold(subject) for subject in subjects)
         self.patterns = list(patterns)
 
     def wants(self, event: Event) -> bool:
-        return fold(event.subject) in self.subjects or any(pattern.match(event.subject) for pattern in self.patterns)
+        return fold(event.subject) in self._folded or any(pattern.match(event.subject) for pattern in self.patterns)
 
 
 class _Router(Subscriber):
@@ -106,7 +107,7 @@ class EventApp:
             raise RuntimeError("no handlers: decorate functions with @app.on(...) or @app.on_match(...) first")
         self._subscriber = subscriber = _Router(self, **self._client)
         try:
-            subjects = sorted({subject for route in self._routes for subject in route.subjects})
+            subjects = list(dict.fromkeys(subject for route in self._routes for subject in route.subjects))
             patterns = list(dict.fromkeys(pattern.pattern for route in self._routes for pattern in route.patterns))
             if subjects:
                 subscriber.subscribe(subjects)
