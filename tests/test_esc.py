@@ -32,6 +32,11 @@ def counter(stats: dict, name: str) -> int:
     return stats["counters"][name] if "counters" in stats else stats[name]
 
 
+def figure(stats: dict, name: str) -> int:
+    """A gauge or internal figure from the ES's stats, flat or grouped."""
+    return stats["gauges"][name] if "gauges" in stats else stats[name]
+
+
 def run_esc(processes, *args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     """Run ``bin/esc args`` to its end (bounded); returns (exit code, stdout, stderr)."""
     process = processes.spawn("bin/esc", *args, env=env)
@@ -294,7 +299,9 @@ def test_ctrl_c_interrupting_a_blocked_publish_exits_130(start_es, processes):
         publisher.publish("ESC.FULL", 1)  # fills the stalled reader's local buffer
         wait_until(lambda: stalled.qsize() == 1, message="the first event in the local buffer")
         publisher.publish("ESC.FULL", 2)  # its delivery waits for room in that buffer
-        publisher.publish("ESC.FULL", 3)  # fills the ES's queue for it
+        wait_until(lambda: (figure(running.service.stats(), "in_flight"), figure(running.service.stats(), "queued")) == (1, 0),
+                   message="the second event in flight, stuck")
+        publisher.publish("ESC.FULL", 3)  # fills the ES's queue for it: nothing takes it from there now
         publish = processes.spawn("bin/esc", "publish", "ESC.FULL", "4")
         wait_until(lambda: counter(running.service.stats(), "published") == 4,
                    message="esc's publish accepted and waiting for room")

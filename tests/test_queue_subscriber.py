@@ -233,7 +233,7 @@ def test_slow_consumer_back_pressure_reaches_the_es_drop_policy(start_es):
         for number in range(total):
             publisher.publish("QS.SLOW", number)  # never blocks under the drop policy
         wait_until(lambda: counter(es.stats(), "dropped") > 0, message="the ES dropping for the slow consumer")
-        assert sub.qsize() == sub.maxsize == 3
+        wait_until(lambda: sub.qsize() == sub.maxsize == 3, message="the local buffer full")
         received: list[int] = []
 
         def drained() -> bool:
