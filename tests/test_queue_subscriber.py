@@ -287,3 +287,42 @@ def test_aio_errors_come_from_the_await(nameserver):
         return failures
 
     assert asyncio.run(main()) == ["publisher", "subscriber"]
+
+
+def test_aio_publish_held_up_by_a_full_queue_does_not_block_the_loop(start_es):
+    """Blocking policy, queue full: the awaited publish waits in the sender thread while a ticker goes on."""
+    running = start_es(queuesize=1)
+
+    def stuck() -> bool:  # one delivery in flight and nothing queued behind it
+        stats = running.service.stats()
+        figures = stats.get("gauges", stats)
+        return (figures["in_flight"], figures["queued"]) == (1, 0)
+
+    async def main() -> tuple[int, list]:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.005)
+
+        async with QueueSubscriber(subjects="QS.HELD", maxsize=1) as sub, aio.Publisher() as publisher:
+            await publisher.publish("QS.HELD", 1)  # into the local buffer
+            await publisher.publish("QS.HELD", 2)  # in flight, waiting for room there
+            await asyncio.get_running_loop().run_in_executor(None, wait_until, stuck)
+            await publisher.publish("QS.HELD", 3)  # the ES's queue is full now
+            held = publisher.publish("QS.HELD", 4)  # waits for room
+            ticking = asyncio.create_task(ticker())
+            while ticks < 20:  # the loop runs while the publish is held up
+                await asyncio.sleep(0.005)
+            assert not held.done()
+            ticks_while_held = ticks
+            received = [(await sub.get_async(timeout=WAIT)).msg for _ in range(4)]  # makes room
+            assert await asyncio.wait_for(held, WAIT) == 1
+            ticking.cancel()
+        return ticks_while_held, received
+
+    ticks_while_held, received = asyncio.run(asyncio.wait_for(main(), WAIT * 2))
+    assert ticks_while_held >= 20
+    assert received == [1, 2, 3, 4]
