@@ -20,7 +20,7 @@ setup(
         # the checks .ci/run makes (config in pyproject.toml); pinned to a minor release: new ones add rules
         "dev": ["ruff>=0.17.6,<0.18", "mypy>=2.4,<2.5"],
     },
-    entry_points={"console_scripts": ["es=eventservice.server.cli:main"]},
+    entry_points={"console_scripts": ["es=eventservice.server.cli:main", "esc=eventservice.tools.esc:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: System :: Networking",

@@ -9,7 +9,7 @@ The package has four wings, imported one way only:
 """
 import logging
 
-from .client import Publisher, Subscriber
+from .client import EventApp, Publisher, QueueClosedError, QueueSubscriber, Subscriber, aio
 from .core.config import Settings
 from .core.event import Event
 from .pyro.auth import PassphraseError
@@ -23,12 +23,16 @@ __all__ = [
     "EVENTSERVER_NAME",
     "AlreadyRunningError",
     "Event",
+    "EventApp",
     "EventService",
     "EventServiceStarter",
     "PassphraseError",
     "Publisher",
+    "QueueClosedError",
+    "QueueSubscriber",
     "Settings",
     "Subscriber",
+    "aio",
     "use_tls",
 ]
 

@@ -1,0 +1,1 @@
+"""Command-line tools on top of the client skeletons: ``esc`` (see esc.py)."""
