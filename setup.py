@@ -12,11 +12,13 @@ setup(
     license="MIT",
     python_requires=">=3.10",
     packages=find_packages(include=["eventservice", "eventservice.*"]),
-    package_data={"eventservice": ["py.typed"]},
+    package_data={"eventservice": ["py.typed", "server/monitor/*.html"]},
     install_requires=["Pyro5>=5.15", "regex>=2023.0"],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6", "msgpack>=1.0", "cryptography>=41"],
+        "test": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6", "msgpack>=1.0", "cryptography>=41",
+                 "prometheus_client>=0.17"],
         "fast": ["msgpack>=1.0"],
+        "monitoring": ["prometheus_client>=0.17"],
     },
     entry_points={"console_scripts": ["es=eventservice.server.cli:main"]},
     classifiers=[

@@ -55,6 +55,10 @@ class Settings:
     idle_timeout: float = 60.0
     #: seconds of clock difference tolerated in the passphrase handshake
     handshake_window: float = 120.0
+    #: monitoring endpoint (JSON, Prometheus, status page) at [HOST:]PORT, host 127.0.0.1 by default ("": off)
+    http: str = ""
+    #: token the monitoring endpoint requires ("": none); never shown
+    http_token: str = dataclasses.field(default="", repr=False)
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -67,6 +71,8 @@ class Settings:
 
 
 def _coerce(name: str, kind: str, text: str) -> t.Any:
+    if kind == "str":
+        return text
     try:
         if kind == "bool":
             lowered = text.strip().lower()

@@ -52,6 +52,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--ssl-ca", help="TLS: CA certificate that signs clients' and subscribers' certificates")
     parser.add_argument("--ssl-require-client-cert", action="store_true",
                         help="TLS: accept only clients with a certificate signed by --ssl-ca (two-way TLS)")
+    parser.add_argument("--http", metavar="[HOST:]PORT",
+                        help="serve monitoring (status page, /stats, /subscribers, /metrics) there; host 127.0.0.1 by default")
+    parser.add_argument("--http-token", help="token the monitoring endpoint requires (Authorization: Bearer, or ?token=)")
+    parser.add_argument("--http-token-file", help="read that token from the first line of this file (keeps it out of ps)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level (default WARNING)")
     return parser
 
@@ -65,6 +69,10 @@ def main(args: list[str] | None = None) -> int:
     if options.ident_file:
         with open(options.ident_file, encoding="utf-8") as file:
             identification = file.readline().rstrip("\r\n")
+    http_token = options.http_token
+    if options.http_token_file:
+        with open(options.http_token_file, encoding="utf-8") as file:
+            http_token = file.readline().rstrip("\r\n")
     try:
         if options.ssl_cert or options.ssl_ca:
             if not (options.ssl_cert and options.ssl_ca):
@@ -84,6 +92,8 @@ def main(args: list[str] | None = None) -> int:
             max_pattern_length=options.max_pattern_length,
             max_subscriptions=options.max_subscriptions,
             max_subjects_per_publish=options.max_subjects_per_publish,
+            http=options.http,
+            http_token=http_token,
         )
         starter = EventServiceStarter(identification, settings)
         uri = starter.initialize(options.hostname, options.port, options.use_ns, options.embedded_ns,
@@ -100,6 +110,8 @@ def main(args: list[str] | None = None) -> int:
         if starter.nsUri is not None:
             print(f"Name server URI: {starter.nsUri}")
         print(f"Event Service URI: {uri}")
+        if starter.monitor is not None:
+            print(f"Monitoring: {starter.monitor.url}")
         print("Event Service running; Ctrl-C or SIGTERM stops it.", flush=True)
         starter.handleRequests()
     except KeyboardInterrupt:

@@ -18,6 +18,7 @@ from ..core.config import Settings, from_environment
 from ..pyro import auth, naming
 from ..pyro.daemon import ConnectionGuardMixin, GuardedDaemon
 from ..pyro.naming import EVENTSERVER_NAME
+from .monitor import Monitor
 from .service import EventService
 
 __all__ = ["EventServiceStarter", "AlreadyRunningError"]
@@ -56,6 +57,7 @@ class EventServiceStarter:
         self.daemon: GuardedDaemon | None = None
         self.uri: core.URI | None = None
         self.nsUri: core.URI | None = None
+        self.monitor: Monitor | None = None  # the HTTP monitoring endpoint, when settings.http is set
         self._ns_daemon: _AuthNameServerDaemon | None = None
         self._ns_thread: threading.Thread | None = None
         self._ns_location: tuple[str | None, int | None] | None = None
@@ -117,6 +119,8 @@ class EventServiceStarter:
             self.uri = self.daemon.register(self.service, EVENTSERVER_NAME)
             for method in ("publish", "publishBatch"):  # the skeletons' marshalled publishes
                 self.daemon.serve_directly(EVENTSERVER_NAME, method, getattr(self.service, method))
+            if self.settings.http:
+                self.monitor = Monitor(self.service, self.uri, self.settings, self.authenticator is not None)
             if useNameServer:
                 with naming.locate_ns(nsHost, nsPort, self.authenticator) as ns:
                     ns.register(EVENTSERVER_NAME, self.uri)
@@ -202,6 +206,8 @@ class EventServiceStarter:
                         ns.remove(EVENTSERVER_NAME)
             except errors.PyroError as error:
                 log.warning("could not unregister %s from the name server: %s", EVENTSERVER_NAME, error)
+        if self.monitor is not None:
+            self.monitor.close()
         if self.service is not None:
             self.service.close()
         if self.daemon is not None:
