@@ -59,6 +59,8 @@ class Settings:
     http: str = ""
     #: token the monitoring endpoint requires ("": none); never shown
     http_token: str = dataclasses.field(default="", repr=False)
+    #: seconds an HTTP client has to send its whole request head (slow clients get 408)
+    http_request_timeout: float = 10.0
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):

@@ -144,7 +144,7 @@ class Monitor:
         self._stopping = threading.Event()
         self._sampler = threading.Thread(target=self._sample_loop, name="es-http-sampler", daemon=True)
         context = _ssl_context()
-        self._server = BoundedHTTPServer(host, port, self._app, context)
+        self._server = BoundedHTTPServer(host, port, self._app, context, request_timeout=settings.http_request_timeout)
         self._sampler.start()
         log.info("monitoring endpoint at %s", self.url)
 

@@ -66,6 +66,7 @@ def _read_head(sock: socket.socket, deadline: float, limit: int) -> bytes:
 class _Handler(http.server.BaseHTTPRequestHandler):
     server: _Server
     server_version = "eventservice-monitor"
+    default_request_version = "HTTP/1.0"  # errors for a garbled request line still get a status line
     _refused = False
 
     def setup(self) -> None:
