@@ -182,7 +182,8 @@ def test_status_feed_shows_busiest_subjects_and_a_rate(monitored):
             publisher.publish("RATE.QUIET", SECRET)
             status = monitored.json("/api/status")
             rates = dict(status["subjects"])
-            return rates.get("RATE.BUSY", 0) > rates.get("RATE.QUIET", 0) > 0 and bool(status["history"]) and status["history"][-1][1] > 0
+            history = status["history"]
+            return rates.get("RATE.BUSY", 0) > rates.get("RATE.QUIET", 0) > 0 and bool(history) and history[-1][1] > 0
 
         wait_until(busy, interval=0.1, message="the status feed showing RATE.BUSY busier than RATE.QUIET")
     status = monitored.json("/api/status")
