@@ -33,11 +33,12 @@ def test_smoothing_moves_towards_the_new_rate_and_decays_when_silent():
     rates.tick(0.0)
     rates.observe(publishes("A", times=100))
     rates.tick(1.0)
-    [(_, first)] = rates.top()
-    assert first == pytest.approx(50.0)  # half of the interval's 100/s after one halflife
-    rates.tick(2.0)  # a silent second
-    [(_, second)] = rates.top()
-    assert second == pytest.approx(25.0)
+    assert rates.top() == [("A", pytest.approx(100.0))]  # a new subject starts at its rate
+    rates.tick(2.0)  # a silent second: half of it is gone after one halflife
+    assert rates.top() == [("A", pytest.approx(50.0))]
+    rates.observe(publishes("A", times=150))
+    rates.tick(3.0)
+    assert rates.top() == [("A", pytest.approx(100.0))]  # halfway from 50 to 150
 
 
 def test_silent_subjects_disappear():

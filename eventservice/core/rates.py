@@ -29,7 +29,7 @@ class SubjectRates:
     :param halflife: seconds after which an interval's rate weighs half (smoothing)
     """
 
-    def __init__(self, capacity: int = 10000, keep: int = 100, halflife: float = 5.0) -> None:
+    def __init__(self, capacity: int = 10000, keep: int = 100, halflife: float = 2.0) -> None:
         if capacity < 1 or keep < 1 or not halflife > 0:
             raise ValueError(f"capacity and keep must be at least 1 and halflife above 0, got {capacity}, {keep}, {halflife}")
         self.capacity = capacity
@@ -75,8 +75,8 @@ class SubjectRates:
         for subject in rates.keys() - counts.keys():
             rates[subject] *= 1.0 - weight
         for subject, count in counts.items():
-            previous = rates.get(subject, 0.0)
-            rates[subject] = previous + (count / elapsed - previous) * weight
+            previous = rates.get(subject)  # a subject new to the list starts at its rate, not from 0
+            rates[subject] = count / elapsed if previous is None else previous + (count / elapsed - previous) * weight
         self._other_rate += (overflow / elapsed - self._other_rate) * weight
         if len(rates) > self.keep:
             busiest = heapq.nlargest(self.keep, rates.items(), key=lambda item: item[1])
