@@ -356,3 +356,34 @@ def test_http_address_forms(text, expected):
 def test_bad_http_addresses_are_refused_by_name(text):
     with pytest.raises(ValueError, match="--http"):
         parse_address(text)
+
+
+def test_cli_refuses_token_problems_by_name(processes, tmp_path):
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    cases = [
+        (("--http", "0", "--http-token-file", str(empty)), "holds no token"),
+        (("--http", "0", "--http-token-file", str(tmp_path / "missing")), "missing"),
+        (("--http-token", "abc"), "needs --http"),
+        (("--http", "nonsense"), "--http wants [HOST:]PORT"),
+    ]
+    for args, expected in cases:
+        es = processes.spawn("-m", "eventservice.server", "-N", "-n", LOCALHOST, *args)
+        _, errors = es.communicate(timeout=WAIT)
+        assert es.returncode == 1 and expected in errors and "Traceback" not in errors, (args, errors)
+
+
+def test_starter_in_process_serves_and_shutdown_closes_the_endpoint(start_es):
+    running = start_es(use_ns=False, http="127.0.0.1:0")
+    monitor = running.starter.monitor
+    assert monitor is not None
+    es = MonitoredES(None, str(running.uri), monitor.url)
+    assert es.json("/stats")["counters"]["published"] == 0
+    running.stop()
+    with pytest.raises(OSError):
+        socket.create_connection((LOCALHOST, es.port), timeout=WAIT).close()
+
+
+def test_endpoint_is_off_by_default(start_es):
+    running = start_es(use_ns=False)
+    assert running.starter.monitor is None and running.service.subject_rates() is None

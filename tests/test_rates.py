@@ -12,8 +12,11 @@ def publishes(*subjects: str, times: int = 1) -> list[tuple[list[str], object]]:
     return [([subject], "message") for subject in subjects] * times
 
 
+EXACT = 10**9  # a sample size no batch here reaches: every publish counted one by one
+
+
 def test_rates_are_events_per_second_of_the_interval():
-    rates = SubjectRates(halflife=1e-9)  # no smoothing: each tick shows its own interval
+    rates = SubjectRates(halflife=1e-9, sample=EXACT)  # no smoothing: each tick shows its own interval
     rates.tick(100.0)
     rates.observe(publishes("A", times=30) + publishes("B", times=10))
     rates.tick(102.0)
@@ -29,7 +32,7 @@ def test_one_publish_with_many_subjects_counts_each_subject():
 
 
 def test_smoothing_moves_towards_the_new_rate_and_decays_when_silent():
-    rates = SubjectRates(halflife=1.0)
+    rates = SubjectRates(halflife=1.0, sample=EXACT)
     rates.tick(0.0)
     rates.observe(publishes("A", times=100))
     rates.tick(1.0)
@@ -61,7 +64,7 @@ def test_subjects_beyond_capacity_count_as_other():
 
 
 def test_only_the_busiest_are_kept_between_ticks():
-    rates = SubjectRates(keep=5, halflife=1e-9)
+    rates = SubjectRates(keep=5, halflife=1e-9, sample=EXACT)
     rates.tick(0.0)
     rates.observe([([f"S{n}"], None) for n in range(100) for _ in range(n)])  # S99 busiest
     rates.tick(1.0)
@@ -90,6 +93,35 @@ def test_bad_parameters_are_refused_by_name():
         SubjectRates(capacity=0)
     with pytest.raises(ValueError, match="halflife"):
         SubjectRates(halflife=0)
+    with pytest.raises(ValueError, match="sample"):
+        SubjectRates(sample=0)
+
+
+def test_small_calls_are_counted_exactly_and_large_batches_by_an_even_sample():
+    rates = SubjectRates(halflife=1e-9, sample=32, seed=1)
+    rates.tick(0.0)
+    rates.observe(publishes("A", times=32))  # up to the sample size: every publish counted
+    rates.tick(1.0)
+    assert rates.top() == [("A", 32.0)]
+    rates.observe(publishes("A", times=1000))
+    rates.tick(2.0)
+    assert rates.top() == [("A", pytest.approx(1000.0, rel=0.04))]  # every 31st counted 31 times: 992 or 1023
+
+
+@pytest.mark.parametrize("period", [3, 4, 7, 32])
+def test_sampled_batches_estimate_each_subjects_share_without_bias(period):
+    """Even when the subjects repeat in step with the sampling stride (period 4 or 32, stride 32)."""
+    rates = SubjectRates(halflife=1e-9, sample=32, seed=period)
+    rates.tick(0.0)
+    batch = [([f"P{n % period}"], None) for n in range(1024)]
+    for _ in range(2000):
+        rates.observe(batch)
+    rates.tick(1.0)
+    estimates = dict(rates.top(period))
+    assert len(estimates) == period
+    for subject in (f"P{n}" for n in range(period)):
+        assert estimates[subject] == pytest.approx(2000 * 1024 / period, rel=0.25), subject
+    assert sum(estimates.values()) == pytest.approx(2000 * 1024, rel=0.01)
 
 
 def test_counts_from_concurrent_publishers_and_ticks_are_not_lost():

@@ -69,11 +69,13 @@ def main(args: list[str] | None = None) -> int:
     if options.ident_file:
         with open(options.ident_file, encoding="utf-8") as file:
             identification = file.readline().rstrip("\r\n")
-    http_token = options.http_token
-    if options.http_token_file:
-        with open(options.http_token_file, encoding="utf-8") as file:
-            http_token = file.readline().rstrip("\r\n")
     try:
+        http_token = options.http_token
+        if options.http_token_file:
+            with open(options.http_token_file, encoding="utf-8") as file:
+                http_token = file.readline().rstrip("\r\n")
+            if not http_token:
+                raise ValueError(f"--http-token-file {options.http_token_file} holds no token on its first line")
         if options.ssl_cert or options.ssl_ca:
             if not (options.ssl_cert and options.ssl_ca):
                 raise ValueError("TLS needs both --ssl-cert and --ssl-ca")
@@ -95,6 +97,8 @@ def main(args: list[str] | None = None) -> int:
             http=options.http,
             http_token=http_token,
         )
+        if settings.http_token and not settings.http:
+            raise ValueError("a token for the monitoring endpoint (--http-token) needs --http [HOST:]PORT")
         starter = EventServiceStarter(identification, settings)
         uri = starter.initialize(options.hostname, options.port, options.use_ns, options.embedded_ns,
                                  options.ns_host, options.ns_port)
