@@ -92,6 +92,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(f"HTTP/1.0 {error.status} {error.reason}\r\nContent-Type: text/plain; charset=utf-8\r\n"
                              f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
             head = b""
+        sock.settimeout(server.request_timeout)  # for writing the answer: a client that does not read is dropped
         self.rfile = io.BytesIO(head)
 
     def finish(self) -> None:
