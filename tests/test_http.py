@@ -256,7 +256,8 @@ def test_slow_clients_time_out_with_408_while_others_are_served(monitored, colle
     assert monitored.threads() <= threads_before + 8  # the fixed pool, however many clients came
 
 
-def test_connections_beyond_the_limit_get_503_and_threads_stay_bounded(monitored):
+def test_connections_beyond_the_limit_get_503_and_threads_stay_bounded(start_monitored):
+    monitored = start_monitored()  # the default 10 s for a request head: the held connections keep their slots
     threads_before = monitored.threads()
     held = []
     try:

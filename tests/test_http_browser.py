@@ -149,3 +149,18 @@ def test_status_page_in_headless_chromium(processes, collectors, tmp_path, artif
     assert phone.stat().st_size > 10_000  # a rendered page, not a blank one
     with capsys.disabled():
         print(f"\nstatus page screenshots: {phone} {desktop}")
+
+
+def test_status_page_with_a_token_passes_it_on(processes, tmp_path):
+    """Opened as /?token=..., the page's own requests carry the token; without it the page is refused."""
+    chromium = _chromium()
+    process = processes.spawn("-m", "eventservice.server", "-N", "-n", LOCALHOST, "--http", "127.0.0.1:0",
+                              "--http-token", "page-token")
+    uri = read_line(process, expect="Event Service URI").split(": ", 1)[1].strip()
+    url = read_line(process, expect="Monitoring").split(": ", 1)[1].strip()
+    page = _PageReader()
+    page.feed(_run_chromium(chromium, tmp_path / "profile-token", "--dump-dom", url + "?token=page-token"))
+    assert page.texts.get("state") == "live" and page.texts.get("uri") == uri
+    refused = _PageReader()
+    refused.feed(_run_chromium(chromium, tmp_path / "profile-none", "--dump-dom", url))
+    assert "state" not in refused.by_id  # the 401 text, not the page

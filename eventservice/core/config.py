@@ -70,6 +70,8 @@ class Settings:
                     raise ValueError(f"setting {field.name} must be 0 or more, got {value!r}")
             elif field.type in ("int", "float") and not value > 0:  # also refuses NaN
                 raise ValueError(f"setting {field.name} must be greater than 0, got {value!r}")
+            elif field.type == "str" and not isinstance(value, str):
+                raise ValueError(f"setting {field.name} must be text, got {value!r}")
 
 
 def _coerce(name: str, kind: str, text: str) -> t.Any:
