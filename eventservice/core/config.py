@@ -64,6 +64,12 @@ class Settings:
     handshake_window: float = 120.0
     #: seconds between one-line stats summaries in the log (0: none)
     stats_interval: float = 0.0
+    #: monitoring endpoint (JSON, Prometheus, status page) at [HOST:]PORT, host 127.0.0.1 by default ("": off)
+    http: str = ""
+    #: token the monitoring endpoint requires ("": none); never shown
+    http_token: str = dataclasses.field(default="", repr=False)
+    #: seconds an HTTP client has to send its whole request head (slow clients get 408)
+    http_request_timeout: float = 10.0
 
     def __post_init__(self) -> None:
         if self.blockqueue is not None and self.full_queue == "block":
@@ -82,9 +88,13 @@ class Settings:
                     raise ValueError(f"setting {field.name} must be 0 or more, got {value!r}")
             elif field.type in ("int", "float") and not value > 0:  # also refuses NaN
                 raise ValueError(f"setting {field.name} must be greater than 0, got {value!r}")
+            elif field.type == "str" and not isinstance(value, str):
+                raise ValueError(f"setting {field.name} must be text, got {value!r}")
 
 
 def _coerce(name: str, kind: str, text: str) -> t.Any:
+    if kind == "str":
+        return text
     try:
         if kind.startswith("bool"):
             lowered = text.strip().lower()

@@ -61,6 +61,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--ssl-ca", help="TLS: CA certificate that signs clients' and subscribers' certificates")
     parser.add_argument("--ssl-require-client-cert", action="store_true",
                         help="TLS: accept only clients with a certificate signed by --ssl-ca (two-way TLS)")
+    parser.add_argument("--http", metavar="[HOST:]PORT",
+                        help="serve monitoring (status page, /stats, /subscribers, /metrics) there; host 127.0.0.1 by default")
+    parser.add_argument("--http-token", help="token the monitoring endpoint requires (Authorization: Bearer, or ?token=)")
+    parser.add_argument("--http-token-file", help="read that token from the first line of this file (keeps it out of ps)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level (default WARNING)")
     return parser
 
@@ -75,6 +79,12 @@ def main(args: list[str] | None = None) -> int:
         with open(options.ident_file, encoding="utf-8") as file:
             identification = file.readline().rstrip("\r\n")
     try:
+        http_token = options.http_token
+        if options.http_token_file:
+            with open(options.http_token_file, encoding="utf-8") as file:
+                http_token = file.readline().rstrip("\r\n")
+            if not http_token:
+                raise ValueError(f"--http-token-file {options.http_token_file} holds no token on its first line")
         if options.ssl_cert or options.ssl_ca:
             if not (options.ssl_cert and options.ssl_ca):
                 raise ValueError("TLS needs both --ssl-cert and --ssl-ca")
@@ -95,9 +105,13 @@ def main(args: list[str] | None = None) -> int:
             max_subscriptions=options.max_subscriptions,
             max_subjects_per_publish=options.max_subjects_per_publish,
             stats_interval=options.stats_interval,
+            http=options.http,
+            http_token=http_token,
         )
         if settings.stats_interval:  # the summary is the point of the option: show it without -v
             logging.getLogger("eventservice.server.statslog").setLevel(logging.INFO)
+        if settings.http_token and not settings.http:
+            raise ValueError("a token for the monitoring endpoint (--http-token) needs --http [HOST:]PORT")
         starter = EventServiceStarter(identification, settings)
         uri = starter.initialize(options.hostname, options.port, options.use_ns, options.embedded_ns,
                                  options.ns_host, options.ns_port)
@@ -113,6 +127,8 @@ def main(args: list[str] | None = None) -> int:
         if starter.nsUri is not None:
             print(f"Name server URI: {starter.nsUri}")
         print(f"Event Service URI: {uri}")
+        if starter.monitor is not None:
+            print(f"Monitoring: {starter.monitor.url}")
         print("Event Service running; Ctrl-C or SIGTERM stops it.", flush=True)
         starter.handleRequests()
     except KeyboardInterrupt:

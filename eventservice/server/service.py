@@ -19,6 +19,7 @@ from Pyro5.client import Proxy
 from Pyro5.server import expose
 
 from ..core.config import Settings
+from ..core.rates import SubjectRates
 from ..core.subjects import as_texts
 from ..core.subscriptions import SubscriptionIndex
 from ..pyro import auth, compat
@@ -79,6 +80,7 @@ class EventService:
         self._started = time.monotonic()
         #: the number of client connections served (set by whoever serves them)
         self.connections: t.Callable[[], int] = lambda: 0
+        self._rates = SubjectRates() if self.settings.http else None  # per-subject rates for the monitor
 
     # -- the classic API ---------------------------------------------------
 
@@ -216,6 +218,10 @@ class EventService:
                             "last_delivery": mailbox.last_delivery})
         return listing
 
+    def subject_rates(self) -> SubjectRates | None:
+        """Per-subject publish rates (a bounded top list) when the monitoring endpoint is on, else None."""
+        return self._rates
+
     # -- internals -------------------------------------------------------
 
     def _subjects(self, subjects: t.Any) -> list[str]:
@@ -238,6 +244,8 @@ class EventService:
         queued = 0
         post = self._dispatcher.post
         with self._accept_lock:
+            if self._rates is not None:
+                self._rates.observe(items)
             for message, subject_keys in matched:
                 stamp = max(time.time(), self._last_time)  # never backwards within one subscriber's stream
                 self._last_time = stamp

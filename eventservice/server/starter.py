@@ -21,6 +21,7 @@ from ..pyro.daemon import BoundedRequestsMixin, ConnectionGuardMixin
 from ..pyro.naming import EVENTSERVER_NAME
 from .loop import LoopDaemon
 from .registration import RegistrationWatcher
+from .monitor import Monitor
 from .service import EventService
 from .statslog import StatsLogger
 
@@ -62,6 +63,7 @@ class EventServiceStarter:
         self.daemon: LoopDaemon | None = None
         self.uri: core.URI | None = None
         self.nsUri: core.URI | None = None
+        self.monitor: Monitor | None = None  # the HTTP monitoring endpoint, when settings.http is set
         self._ns_daemon: _AuthNameServerDaemon | None = None
         self._ns_thread: threading.Thread | None = None
         self._ns_location: tuple[str | None, int | None] | None = None
@@ -134,6 +136,8 @@ class EventServiceStarter:
             self.daemon.serve_in_thread("subscribeMatch")  # checks new patterns in a helper process
             self.service.connections = self.daemon.transportServer.connections
             self.service.deliver_from(self.daemon.transportServer)
+            if self.settings.http:
+                self.monitor = Monitor(self.service, self.uri, self.settings, self.authenticator is not None)
             if useNameServer:
                 with naming.locate_ns(nsHost, nsPort, self.authenticator) as ns:
                     ns.register(EVENTSERVER_NAME, self.uri)
@@ -282,6 +286,8 @@ class EventServiceStarter:
                         ns.remove(EVENTSERVER_NAME)
             except errors.PyroError as error:
                 log.warning("could not unregister %s from the name server: %s", EVENTSERVER_NAME, error)
+        if self.monitor is not None:
+            self.monitor.close()
         if self.service is not None:
             self.service.close()
         if self.daemon is not None:
