@@ -31,7 +31,7 @@ class Client:
         self._esURI = esURI
         self._ns_location = (nsHost, nsPort)
         self._es_lock = threading.RLock()
-        self._es = naming.es_proxy(esURI, self._authenticator, *self._ns_location)
+        self._es = naming.es_node_proxy(esURI, self._authenticator, *self._ns_location)
         self._seq = 0  # of the calls on self._es
 
     def getES(self) -> t.Any:
@@ -70,4 +70,4 @@ class Client:
 
     def _reconnect(self) -> None:
         self._es._pyroRelease()
-        self._es = naming.es_proxy(self._esURI, self._authenticator, *self._ns_location)
+        self._es = naming.es_node_proxy(self._esURI, self._authenticator, *self._ns_location)

@@ -52,6 +52,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--ssl-ca", help="TLS: CA certificate that signs clients' and subscribers' certificates")
     parser.add_argument("--ssl-require-client-cert", action="store_true",
                         help="TLS: accept only clients with a certificate signed by --ssl-ca (two-way TLS)")
+    parser.add_argument("--backbone", metavar="URLS",
+                        help="share subjects with other Event Services over Redis: redis://HOST:PORT[/DB] or rediss:// "
+                             "(TLS), comma-separated for several independent Redis instances (needs eventservice[redis])")
+    parser.add_argument("--backbone-password-file", metavar="FILE",
+                        help="read the Redis password from the first line of this file (keeps it out of ps)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level (default WARNING)")
     return parser
 
@@ -85,10 +90,16 @@ def main(args: list[str] | None = None) -> int:
             max_subscriptions=options.max_subscriptions,
             max_subjects_per_publish=options.max_subjects_per_publish,
         )
-        starter = EventServiceStarter(identification, settings)
+        backbone_password = None
+        if options.backbone_password_file:
+            if not options.backbone:
+                raise ValueError("--backbone-password-file needs --backbone")
+            with open(options.backbone_password_file, encoding="utf-8") as file:
+                backbone_password = file.readline().rstrip("\r\n")
+        starter = EventServiceStarter(identification, settings, options.backbone, backbone_password)
         uri = starter.initialize(options.hostname, options.port, options.use_ns, options.embedded_ns,
                                  options.ns_host, options.ns_port)
-    except (ValueError, OSError, errors.PyroError) as error:
+    except (ValueError, OSError, ImportError, errors.PyroError) as error:
         print(f"es: cannot start: {error}", file=sys.stderr)
         return 1
 

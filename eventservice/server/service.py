@@ -59,6 +59,8 @@ class EventService:
         self._membership_lock = threading.Lock()
         self._last_time = 0.0
         self.published = 0
+        #: the backbone node (server/backbone/node.py) while this ES shares its subjects with others; else None
+        self.backbone: t.Any = None
 
     # -- the classic API ---------------------------------------------------
 
@@ -155,6 +157,8 @@ class EventService:
         counts: dict[str, t.Any] = {"published": self.published}
         counts.update(self._index.stats())
         counts.update(self._dispatcher.stats())
+        if self.backbone is not None:
+            counts.update(self.backbone.stats())
         return counts
 
     # -- internals -------------------------------------------------------
@@ -174,18 +178,39 @@ class EventService:
         which fix the order every subscriber sees, happen under it.
         """
         match = self._index.match
-        matched = [(message, [(subject, match(subject)) for subject in subjects]) for subjects, message in items]
+        matched = [(subjects, message, [(subject, match(subject)) for subject in subjects]) for subjects, message in items]
         full: list[t.Any] = []
         queued = 0
         post = self._dispatcher.post
         with self._accept_lock:
-            for message, subject_keys in matched:
+            for subjects, message, subject_keys in matched:
                 stamp = max(time.time(), self._last_time)  # never backwards within one subscriber's stream
                 self._last_time = stamp
                 for subject, keys in subject_keys:
                     if keys:
                         queued += post(keys, (subject, message, stamp), full)
                 self.published += 1
+                if self.backbone is not None:  # under the lock: other nodes get publishes in accepted order
+                    self.backbone.published(subjects, message, stamp)
+        if full:
+            self._dispatcher.wait_for_room(full)
+        return queued
+
+    def accept_remote(self, subjects: list[str], message: t.Any, stamp: float) -> int:
+        """Match and queue a publish another node accepted (from the backbone); it is not sent back there.
+
+        Not exposed: only the backbone node in this process calls it, with
+        checked subjects. Waits for room like a publisher, so the node's
+        bounded hand-off absorbs slow subscribers.
+        """
+        match = self._index.match
+        subject_keys = [(subject, match(subject)) for subject in subjects]
+        full: list[t.Any] = []
+        queued = 0
+        with self._accept_lock:
+            for subject, keys in subject_keys:
+                if keys:
+                    queued += self._dispatcher.post(keys, (subject, message, stamp), full)
         if full:
             self._dispatcher.wait_for_room(full)
         return queued

@@ -1,0 +1,159 @@
+"""The backbone's message format: a fixed header with a version byte, then msgpack.
+
+Anyone who can write to the Redis can put bytes on the backbone channels, so
+decoding must never run code (no pickle, no marshal), must bound what it
+allocates, and must turn anything unexpected into :class:`BadMessageError`, which
+the node drops and counts.
+
+Format version 1 (all integers big-endian)::
+
+    offset 0   1 byte   version (1)
+    offset 1   8 bytes  node id of the sender (random per node process)
+    offset 9   8 bytes  sequence number, per sender and Redis instance, increasing
+    offset 17  8 bytes  time stamp (IEEE double, the accepting node's time.time())
+    offset 25  msgpack  subjects: a non-empty array of str
+               msgpack  the message
+
+msgpack carries None, bool, int, float, str, bytes, lists and str-keyed or
+other dicts as they are; tuples, sets, frozensets, complex numbers and ints
+beyond 64 bits travel as extension types, so a message arrives on every node
+as the types the accepting node held. Other types cannot cross the backbone
+(:class:`UnencodableError`): the accepting node still delivers them locally.
+"""
+from __future__ import annotations
+
+import struct
+import typing as t
+
+try:
+    import msgpack
+except ImportError as error:  # pragma: no cover - depends on the installation
+    raise ImportError(f"es --backbone needs the msgpack package: pip install 'eventservice[redis]' ({error})") from None
+
+__all__ = [
+    "HEADER",
+    "VERSION",
+    "BadMessageError",
+    "Header",
+    "UnencodableError",
+    "decode_body",
+    "encode",
+    "encode_message",
+    "read_header",
+]
+
+#: the format version this module writes and reads
+VERSION = 1
+HEADER = struct.Struct(">B8sQd")
+NODE_ID_SIZE = 8
+
+_TUPLE, _SET, _FROZENSET, _COMPLEX, _BIGINT = 1, 2, 3, 4, 5
+_INT64_MIN, _UINT64_MAX = -(2 ** 63), 2 ** 64 - 1
+
+
+class BadMessageError(ValueError):
+    """Bytes on a backbone channel that are not a message this node can accept."""
+
+
+class UnencodableError(TypeError):
+    """A message holding a type the backbone format cannot carry."""
+
+
+class Header(t.NamedTuple):
+    version: int
+    node: bytes
+    seq: int
+    time: float
+
+
+def _default(value: t.Any) -> t.Any:
+    if isinstance(value, tuple):
+        return msgpack.ExtType(_TUPLE, _pack(list(value)))
+    if isinstance(value, frozenset):
+        return msgpack.ExtType(_FROZENSET, _pack(list(value)))
+    if isinstance(value, set):
+        return msgpack.ExtType(_SET, _pack(list(value)))
+    if isinstance(value, complex):
+        return msgpack.ExtType(_COMPLEX, struct.pack(">dd", value.real, value.imag))
+    if isinstance(value, int) and not isinstance(value, bool):
+        return msgpack.ExtType(_BIGINT, str(value).encode("ascii"))
+    if isinstance(value, bytearray):
+        return bytes(value)
+    raise UnencodableError(f"a {type(value).__name__} cannot cross the backbone")
+
+
+def _pack(value: t.Any) -> bytes:
+    try:
+        return msgpack.packb(value, default=_default, strict_types=True, use_bin_type=True)
+    except UnencodableError:
+        raise
+    except (TypeError, ValueError, OverflowError) as error:
+        raise UnencodableError(str(error)) from None
+
+
+def _ext_hook(code: int, data: bytes) -> t.Any:
+    if code == _TUPLE:
+        return tuple(_unpack(data))
+    if code == _SET:
+        return set(_unpack(data))
+    if code == _FROZENSET:
+        return frozenset(_unpack(data))
+    if code == _COMPLEX:
+        real, imag = struct.unpack(">dd", data)
+        return complex(real, imag)
+    if code == _BIGINT:
+        if len(data) > 400:  # int() of a long digit string is quadratic; no sane message needs more
+            raise BadMessageError("integer too long")
+        return int(data.decode("ascii"))
+    raise BadMessageError(f"unknown extension type {code}")
+
+
+def _unpack(data: bytes) -> t.Any:
+    return msgpack.unpackb(data, ext_hook=_ext_hook, raw=False, strict_map_key=False, use_list=True)
+
+
+def encode_message(message: t.Any) -> bytes:
+    """The message's part of the body, shared by every channel one publish goes to."""
+    return _pack(message)
+
+
+def encode(node: bytes, seq: int, stamp: float, subjects: list[str], packed_message: bytes) -> bytes:
+    """One backbone message: header, subjects, and a message from :func:`encode_message`."""
+    return HEADER.pack(VERSION, node, seq, stamp) + msgpack.packb(subjects, use_bin_type=True) + packed_message
+
+
+def read_header(data: bytes) -> Header:
+    """The header, checked; BadMessageError for too short data or an unknown version."""
+    if len(data) < HEADER.size:
+        raise BadMessageError(f"{len(data)} bytes is too short for a backbone message")
+    header = Header(*HEADER.unpack_from(data))
+    if header.version != VERSION:
+        raise BadMessageError(f"unknown backbone format version {header.version} (this node reads {VERSION})")
+    return header
+
+
+def decode_body(data: bytes, max_subjects: int, max_subject_length: int) -> tuple[list[str], t.Any]:
+    """(subjects, message) of a message whose header was read; BadMessageError for anything else.
+
+    The size of ``data`` must have been checked by the caller: decoding
+    allocates at most in proportion to it.
+    """
+    unpacker = msgpack.Unpacker(ext_hook=_ext_hook, raw=False, strict_map_key=False, use_list=True,
+                                max_buffer_size=max(len(data), 1024))
+    try:
+        unpacker.feed(memoryview(data)[HEADER.size:])
+        subjects = unpacker.unpack()
+        message = unpacker.unpack()
+        extra = unpacker.tell() != len(data) - HEADER.size
+    except BadMessageError:
+        raise
+    except Exception as error:  # msgpack raises many kinds on garbage (and RecursionError on deep nesting)
+        raise BadMessageError(f"undecodable body: {type(error).__name__}: {error}") from None
+    if extra:
+        raise BadMessageError("trailing bytes after the message")
+    if not isinstance(subjects, list) or not subjects or len(subjects) > max_subjects:
+        raise BadMessageError("subjects must be a non-empty list within max_subjects_per_publish")
+    for subject in subjects:
+        if not isinstance(subject, str) or not subject or len(subject) > max_subject_length:
+            raise BadMessageError("each subject must be a non-empty str within max_subject_length")
+    return subjects, message
