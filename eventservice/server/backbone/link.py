@@ -106,6 +106,7 @@ class Link:
         self._pub_down_since: float | None = None
         self.connected = False
         self.pending = 0  # subscription replies not yet received
+        self._syncing = False
         self.outages = 0
         self.down_since: float | None = time.monotonic()
         self.ever_connected = threading.Event()
@@ -124,6 +125,10 @@ class Link:
             self._wake_w.send(b"\0")
         except OSError:  # full of wake-ups already, or closed
             pass
+
+    def unconfirmed(self) -> int:
+        """Subscription changes Redis has not confirmed yet (0: what Redis holds is what is wanted)."""
+        return self.pending + self._dirty + self._syncing
 
     def close(self) -> None:
         self._stopping.set()
@@ -243,10 +248,12 @@ class Link:
         ping_sent: float | None = None
         while not self._stopping.is_set():
             if self._dirty:
+                self._syncing = True  # so unconfirmed() never reads 0 between these lines
                 self._dirty = False
                 for command, channels in self._interest.commands(self.shard):
                     self.pending += len(channels)
                     connection.send_command(command, *channels)
+                self._syncing = False
             got = False
             while connection.can_read(0):  # what the parser buffered first: select cannot see it
                 self._handle(connection.read_response())

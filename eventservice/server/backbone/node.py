@@ -156,7 +156,7 @@ class Node:
         counts.update({
             "backbone_links": len(self.links),
             "backbone_connected": sum(link.connected for link in self.links),
-            "backbone_pending": sum(link.pending for link in self.links),
+            "backbone_pending": sum(link.unconfirmed() for link in self.links),
             "backbone_subjects": self.interest.subjects(),
             "backbone_catch_all": self.interest.catch_all,
             "backbone_outgoing": len(self._outgoing),
