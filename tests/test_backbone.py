@@ -348,8 +348,8 @@ def test_garbage_on_the_backbone_channels_is_dropped_and_counted(redis_server, n
         b"",
         b"not our format at all",
         bytes([99]) + bytes(40),  # a future version
-        codec.HEADER.pack(codec.VERSION, b"attacker", 1, 1.0) + b"\xc1\xc1",  # a header, then junk
-        codec.HEADER.pack(codec.VERSION, b"attacker", 2, 1.0) + b"\xdb\xff\xff\xff\xff",  # claims 4 GiB
+        codec.HEADER.pack(codec.VERSION, 0, b"attacker", 1, 1.0) + b"\xc1\xc1",  # a header, then junk
+        codec.HEADER.pack(codec.VERSION, 0, b"attacker", 2, 1.0) + b"\xdb\xff\xff\xff\xff",  # claims 4 GiB
         codec.encode(b"attacker", 3, float("nan"), ["target"], codec.encode_message("x")),
         forged,  # a subject on the wrong channel
         b"\x80" + b"\x00" * 200000,  # larger than the node accepts

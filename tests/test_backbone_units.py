@@ -22,12 +22,14 @@ def roundtrip(message, subjects=("A",), stamp=1.5):
     data = codec.encode(NODE, 7, stamp, list(subjects), codec.encode_message(message))
     header = codec.read_header(data)
     assert (header.version, header.node, header.seq, header.time) == (codec.VERSION, NODE, 7, stamp)
+    assert header.flags == (codec.TUPLES if codec._sequences(message) == 1 else 0)
     return codec.decode_body(data, 1000, 1000)
 
 
 @pytest.mark.parametrize("message", [
     None, True, 0, -1, 2 ** 63 - 1, -(2 ** 63), 2 ** 64 - 1, 2 ** 200, -(2 ** 100), 1.25, math.inf, "straße", b"\x00\xff",
-    ("SUN", 22.44), [1, (2, 3)], {"a": (1,), 2: [None]}, {(1, 2): "tuple key"}, {1, 2}, frozenset({"x"}), 1 + 2j,
+    ("SUN", 22.44), (("a", 1), ("b", (2.0, None))), [[1], [2, [3]]], [1, (2, 3)], ((1,), [2]), [{"k": (1,)}],
+    {"a": (1,), 2: [None]}, {(1, 2): "tuple key"}, {1, 2}, frozenset({"x"}), 1 + 2j,
     {"nested": [{"deep": ({"x": {1}},)}]},
 ])
 def test_messages_arrive_as_the_types_they_left(message):
@@ -54,6 +56,7 @@ def test_a_type_msgpack_cannot_carry_is_unencodable():
     (b"\x01short", "too short"),
     (bytes([2]) + bytes(30), "unknown backbone format version 2"),
     (bytes([0x80]) + bytes(30), "unknown backbone format version 128"),
+    (bytes([1, 2]) + bytes(30), "unknown flags 0x2"),
 ])
 def test_bad_headers_are_refused_by_name(data, problem):
     with pytest.raises(codec.BadMessageError, match=problem):
@@ -61,21 +64,22 @@ def test_bad_headers_are_refused_by_name(data, problem):
 
 
 def header(seq=1):
-    return codec.HEADER.pack(codec.VERSION, NODE, seq, 1.0)
+    return codec.HEADER.pack(codec.VERSION, 0, NODE, seq, 1.0)
 
 
 @pytest.mark.parametrize("body, problem", [
     (b"", "undecodable"),
     (b"\xc1", "undecodable"),  # a byte msgpack never uses
-    (b"\x91\xa1A", "undecodable"),  # subjects, then no message
-    (b"\x91\xa1A\xc0\xc0", "trailing bytes"),
-    (b"\x90\xc0", "non-empty list"),  # no subjects
-    (b"\xa1A\xc0", "non-empty list"),  # subjects not a list
-    (b"\x91\x01\xc0", "non-empty str"),  # a subject that is not a str
-    (b"\x91\xa0\xc0", "non-empty str"),  # an empty subject
-    (b"\x91\xa1A\xd4\x63\x00", "unknown extension type 99"),
-    (b"\x91\xa1A\xdb\xff\xff\xff\xff", "undecodable"),  # a 4 GiB string in a few bytes
-    (b"\x91\xa1A" + b"\x91" * 100000 + b"\xc0", "undecodable"),  # nesting deeper than anything sane
+    (b"\x91\x91\xa1A", "an array of two"),  # subjects, then no message
+    (b"\x92\x91\xa1A", "undecodable"),  # the message is missing
+    (b"\x92\x91\xa1A\xc0\xc0", "undecodable body: ExtraData"),  # trailing bytes
+    (b"\x92\x90\xc0", "non-empty list"),  # no subjects
+    (b"\x92\xa1A\xc0", "non-empty list"),  # subjects not a list
+    (b"\x92\x91\x01\xc0", "non-empty str"),  # a subject that is not a str
+    (b"\x92\x91\xa0\xc0", "non-empty str"),  # an empty subject
+    (b"\x92\x91\xa1A\xd4\x63\x00", "unknown extension type 99"),
+    (b"\x92\x91\xa1A\xdb\xff\xff\xff\xff", "undecodable"),  # a 4 GiB string in a few bytes
+    (b"\x92\x91\xa1A" + b"\x91" * 100000 + b"\xc0", "undecodable"),  # nesting deeper than anything sane
 ])
 def test_garbage_bodies_are_refused_by_name(body, problem):
     with pytest.raises(codec.BadMessageError, match=problem):

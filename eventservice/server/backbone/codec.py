@@ -8,17 +8,20 @@ the node drops and counts.
 Format version 1 (all integers big-endian)::
 
     offset 0   1 byte   version (1)
-    offset 1   8 bytes  node id of the sender (random per node process)
-    offset 9   8 bytes  sequence number, per sender and Redis instance, increasing
-    offset 17  8 bytes  time stamp (IEEE double, the accepting node's time.time())
-    offset 25  msgpack  subjects: a non-empty array of str
-               msgpack  the message
+    offset 1   1 byte   flags: bit 0 set = the message's msgpack arrays are tuples, else lists
+    offset 2   8 bytes  node id of the sender (random per node process)
+    offset 10  8 bytes  sequence number, per sender and Redis instance, increasing
+    offset 18  8 bytes  time stamp (IEEE double, the accepting node's time.time())
+    offset 26  msgpack  an array of two: the subjects (a non-empty array of str), the message
 
-msgpack carries None, bool, int, float, str, bytes, lists and str-keyed or
-other dicts as they are; tuples, sets, frozensets, complex numbers and ints
-beyond 64 bits travel as extension types, so a message arrives on every node
-as the types the accepting node held. Other types cannot cross the backbone
-(:class:`UnencodableError`): the accepting node still delivers them locally.
+msgpack carries None, bool, int, float, str, bytes, lists and dicts as they
+are. A message whose sequences are all tuples (or all lists) travels as plain
+msgpack arrays, flagged (the fast path: most messages); in a message that
+mixes them, tuples travel as an extension type. Sets, frozensets, complex
+numbers and ints beyond 64 bits are extension types too. So a message arrives
+on every node as the types the accepting node held. Other types cannot cross
+the backbone (:class:`UnencodableError`): the accepting node still delivers
+them locally.
 """
 from __future__ import annotations
 
@@ -44,7 +47,8 @@ __all__ = [
 
 #: the format version this module writes and reads
 VERSION = 1
-HEADER = struct.Struct(">B8sQd")
+HEADER = struct.Struct(">BB8sQd")
+TUPLES = 1  # flag: plain arrays in the message are tuples
 NODE_ID_SIZE = 8
 
 _TUPLE, _SET, _FROZENSET, _COMPLEX, _BIGINT = 1, 2, 3, 4, 5
@@ -61,9 +65,37 @@ class UnencodableError(TypeError):
 
 class Header(t.NamedTuple):
     version: int
+    flags: int
     node: bytes
     seq: int
     time: float
+
+
+def _sequences(value: t.Any, depth: int = 0) -> int:
+    """Which sequences ``value`` holds: bit 0 tuples, bit 1 lists (3: both, or too deep to tell cheaply)."""
+    kind = type(value)
+    if kind is tuple or kind is list:
+        found = 1 if kind is tuple else 2
+        items: t.Iterable[t.Any] = value
+    elif kind is dict:
+        found = 0
+        items = [*value.keys(), *value.values()]
+    elif kind is set or kind is frozenset:
+        found = 0
+        items = value
+    else:
+        return 0
+    if depth > 50:
+        return 3
+    for item in items:
+        if found == 3:
+            break
+        if type(item) in _CONTAINERS:
+            found |= _sequences(item, depth + 1)
+    return found
+
+
+_CONTAINERS = frozenset((tuple, list, dict, set, frozenset))
 
 
 def _default(value: t.Any) -> t.Any:
@@ -82,9 +114,9 @@ def _default(value: t.Any) -> t.Any:
     raise UnencodableError(f"a {type(value).__name__} cannot cross the backbone")
 
 
-def _pack(value: t.Any) -> bytes:
+def _pack(value: t.Any, strict: bool = True) -> bytes:
     try:
-        return msgpack.packb(value, default=_default, strict_types=True, use_bin_type=True)
+        return msgpack.packb(value, default=_default, strict_types=strict, use_bin_type=True)
     except UnencodableError:
         raise
     except (TypeError, ValueError, OverflowError) as error:
@@ -108,27 +140,51 @@ def _ext_hook(code: int, data: bytes) -> t.Any:
     raise BadMessageError(f"unknown extension type {code}")
 
 
+_plain = msgpack.Packer(default=_default, use_bin_type=True, strict_types=False)  # the sender thread's only
+
+
 def _unpack(data: bytes) -> t.Any:
     return msgpack.unpackb(data, ext_hook=_ext_hook, raw=False, strict_map_key=False, use_list=True)
 
 
-def encode_message(message: t.Any) -> bytes:
-    """The message's part of the body, shared by every channel one publish goes to."""
-    return _pack(message)
+def encode_message(message: t.Any) -> tuple[int, bytes]:
+    """(flags, the message's part of the body), shared by every channel one publish goes to."""
+    sequences = _sequences(message)
+    if sequences == 3:  # tuples and lists: tuples as an extension type
+        return 0, _pack(message)
+    # one kind of sequence (or none): plain arrays, and the flag says which kind; only sets, complex
+    # numbers and big ints go through _default (which packs with packb, not with this packer)
+    global _plain
+    try:
+        return (TUPLES if sequences == 1 else 0), _plain.pack(message)
+    except UnencodableError:
+        _plain = msgpack.Packer(default=_default, use_bin_type=True, strict_types=False)  # may hold a partial pack
+        raise
+    except (TypeError, ValueError, OverflowError) as error:
+        _plain = msgpack.Packer(default=_default, use_bin_type=True, strict_types=False)
+        raise UnencodableError(str(error)) from None
 
 
-def encode(node: bytes, seq: int, stamp: float, subjects: list[str], packed_message: bytes) -> bytes:
-    """One backbone message: header, subjects, and a message from :func:`encode_message`."""
-    return HEADER.pack(VERSION, node, seq, stamp) + msgpack.packb(subjects, use_bin_type=True) + packed_message
+def encode(node: bytes, seq: int, stamp: float, subjects: list[str], packed_message: tuple[int, bytes]) -> bytes:
+    """One backbone message: header, subjects, and a message from :func:`encode_message`.
+
+    Not thread-safe: one sender thread encodes."""
+    flags, body = packed_message
+    return HEADER.pack(VERSION, flags, node, seq, stamp) + _PAIR + _plain.pack(subjects) + body
+
+
+_PAIR = b"\x92"  # msgpack: an array of two elements follows
 
 
 def read_header(data: bytes) -> Header:
     """The header, checked; BadMessageError for too short data or an unknown version."""
     if len(data) < HEADER.size:
         raise BadMessageError(f"{len(data)} bytes is too short for a backbone message")
-    header = Header(*HEADER.unpack_from(data))
+    header = Header._make(HEADER.unpack_from(data))
     if header.version != VERSION:
         raise BadMessageError(f"unknown backbone format version {header.version} (this node reads {VERSION})")
+    if header.flags & ~TUPLES:
+        raise BadMessageError(f"unknown flags {header.flags:#x} in a version {VERSION} message")
     return header
 
 
@@ -138,19 +194,19 @@ def decode_body(data: bytes, max_subjects: int, max_subject_length: int) -> tupl
     The size of ``data`` must have been checked by the caller: decoding
     allocates at most in proportion to it.
     """
-    unpacker = msgpack.Unpacker(ext_hook=_ext_hook, raw=False, strict_map_key=False, use_list=True,
-                                max_buffer_size=max(len(data), 1024))
+    tuples = bool(data[1] & TUPLES)
     try:
-        unpacker.feed(memoryview(data)[HEADER.size:])
-        subjects = unpacker.unpack()
-        message = unpacker.unpack()
-        extra = unpacker.tell() != len(data) - HEADER.size
+        body = msgpack.unpackb(memoryview(data)[HEADER.size:], ext_hook=_ext_hook, raw=False, strict_map_key=False,
+                               use_list=not tuples)
     except BadMessageError:
         raise
     except Exception as error:  # msgpack raises many kinds on garbage (and RecursionError on deep nesting)
         raise BadMessageError(f"undecodable body: {type(error).__name__}: {error}") from None
-    if extra:
-        raise BadMessageError("trailing bytes after the message")
+    if not isinstance(body, (list, tuple)) or len(body) != 2:
+        raise BadMessageError("the body must be an array of two: subjects and message")
+    subjects, message = body
+    if tuples and isinstance(subjects, tuple):
+        subjects = list(subjects)
     if not isinstance(subjects, list) or not subjects or len(subjects) > max_subjects:
         raise BadMessageError("subjects must be a non-empty list within max_subjects_per_publish")
     for subject in subjects:

@@ -29,6 +29,8 @@ CHANNEL_PREFIX = b"eventservice:"
 CATCH_ALL = CHANNEL_PREFIX + b"*"
 #: most channels in one SUBSCRIBE/UNSUBSCRIBE command
 BATCH = 1000
+#: subjects whose route is remembered (the sender's cache; cleared when full)
+ROUTE_CACHE = 10000
 
 Command = tuple[str, list[bytes]]
 
@@ -80,6 +82,7 @@ class Interest:
         self._patterns = 0
         self._shards = [_Shard() for _ in range(shards)]
         self._batch = batch
+        self._routes: dict[str, tuple[str, int, bytes]] = {}  # subject -> (folded, shard, channel), bounded
 
     @property
     def shards(self) -> int:
@@ -163,9 +166,14 @@ class Interest:
 
     def route(self, subjects: c.Iterable[str]) -> dict[tuple[int, bytes], list[str]]:
         """Subjects of one publish grouped by (shard, channel): spellings that fold alike share one."""
-        shards = len(self._shards)
+        known = self._routes
         routes: dict[tuple[int, bytes], list[str]] = {}
         for subject in subjects:
-            folded = fold(subject)
-            routes.setdefault((shard_of(folded, shards), channel(folded)), []).append(subject)
+            route = known.get(subject)
+            if route is None:
+                if len(known) >= ROUTE_CACHE:
+                    known.clear()
+                folded = fold(subject)
+                route = known[subject] = (folded, shard_of(folded, len(self._shards)), channel(folded))
+            routes.setdefault((route[1], route[2]), []).append(subject)
         return routes
