@@ -15,9 +15,9 @@ setup(
     package_data={"eventservice": ["py.typed"]},
     install_requires=["Pyro5>=5.15", "regex>=2023.0"],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6", "msgpack>=1.0", "cryptography>=41", "redis>=5.0"],
+        "test": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6", "msgpack>=1.0", "cryptography>=41", "redis>=5.0", "hiredis>=2"],
         "fast": ["msgpack>=1.0"],
-        "redis": ["redis>=5.0", "msgpack>=1.0"],  # es --backbone: several Event Services over Redis
+        "redis": ["redis>=5.0", "hiredis>=2", "msgpack>=1.0"],  # es --backbone: several Event Services over Redis
     },
     entry_points={"console_scripts": ["es=eventservice.server.cli:main"]},
     classifiers=[

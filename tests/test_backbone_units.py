@@ -203,3 +203,51 @@ def test_a_publish_is_routed_once_per_folded_subject():
     for (shard, name), _ in routes.items():
         assert name in (channel("strasse"), channel("other"))
         assert shard == routing.shard_of(name[len(routing.CHANNEL_PREFIX):].decode(), 4)
+
+
+# -- RESP ----------------------------------------------------------------------
+
+from eventservice.server.backbone import resp  # noqa: E402
+
+REPLIES = (b"*3\r\n$7\r\nmessage\r\n$4\r\nchan\r\n$5\r\n\x00\r\n\xff!\r\n:7\r\n+PONG\r\n-ERR wrong\r\n$-1\r\n"
+           b"*4\r\n$8\r\npmessage\r\n$1\r\n*\r\n$1\r\nc\r\n$0\r\n\r\n")
+EXPECTED = [[b"message", b"chan", b"\x00\r\n\xff!"], 7, b"PONG", "ERR wrong", None, [b"pmessage", b"*", b"c", b""]]
+
+
+def read_all(reader, data: bytes, step: int) -> list:
+    replies = []
+    for start in range(0, len(data), step):
+        reader.feed(data[start:start + step])
+        reply = reader.gets()
+        while reply is not False:
+            replies.append(str(reply) if isinstance(reply, resp.ReplyError) else reply)
+            reply = reader.gets()
+    return replies
+
+
+@pytest.mark.parametrize("step", [1, 3, 7, 1000])
+def test_the_python_reader_reads_what_redis_sends_in_any_pieces(step):
+    assert read_all(resp.PyReader(), REPLIES, step) == EXPECTED
+
+
+@pytest.mark.parametrize("step", [1, 1000])
+def test_the_reader_in_use_reads_the_same(step):
+    assert read_all(resp.Reader(), REPLIES, step) == EXPECTED
+
+
+def test_the_python_reader_refuses_what_is_not_resp():
+    reader = resp.PyReader()
+    reader.feed(b"hello\r\n")
+    with pytest.raises(resp.ProtocolError):
+        reader.gets()
+    reader = resp.PyReader()
+    reader.feed(b"$99999999999\r\n")
+    with pytest.raises(resp.ProtocolError, match="too large"):
+        reader.gets()
+
+
+def test_pack_makes_a_resp_array_of_bulk_strings():
+    assert resp.pack(b"PUBLISH", b"c", b"\r\n") == b"*3\r\n$7\r\nPUBLISH\r\n$1\r\nc\r\n$2\r\n\r\n\r\n"
+    reader = resp.PyReader()
+    reader.feed(resp.pack(b"SUBSCRIBE", b"a", b"b"))
+    assert reader.gets() == [b"SUBSCRIBE", b"a", b"b"]

@@ -10,9 +10,9 @@ outage is counted and logged. Publishing uses its own connection and never
 retries a batch that may have reached Redis (a retry could deliver twice):
 what cannot be sent is reported lost.
 
-redis-py does the connecting (TCP or TLS, password, database) and the RESP
-parsing; its own retries and health checks are off, because this module
-decides when to reconnect.
+redis-py does the connecting (TCP or TLS, password, database); its own
+retries and health checks are off, because this module decides when to
+reconnect. Commands and replies then go over the socket directly (resp.py).
 """
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ try:
 except ImportError as error:  # pragma: no cover - depends on the installation
     raise ImportError(f"es --backbone needs the redis package: pip install 'eventservice[redis]' ({error})") from None
 
+from . import resp
 from .routing import Interest
 
 __all__ = ["Link", "describe"]
@@ -47,6 +48,38 @@ IDLE_PING, PING_TIMEOUT = 5.0, 5.0
 CONNECT_TIMEOUT, SEND_TIMEOUT = 5.0, 10.0
 
 OnMessage = c.Callable[[int, bytes, bytes], None]
+READ_SIZE = 64 * 1024  # below malloc's mmap threshold: a larger recv buffer costs a mmap per call
+_PUBLISH = b"PUBLISH"
+
+
+class _Socket:
+    """A connection redis-py set up (TLS, AUTH, SELECT done), used raw from then on, by one thread."""
+
+    def __init__(self, pool: t.Any) -> None:
+        self.connection = pool.make_connection()
+        self.connection.connect()
+        self.sock = self.connection._sock
+        self.reader = resp.Reader()
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def fill(self) -> None:
+        """Read what the socket has (blocking up to its timeout) into the reader."""
+        data = self.sock.recv(READ_SIZE)
+        if not data:
+            raise redis.ConnectionError("connection closed by Redis")
+        self.reader.feed(data)
+
+    def has_buffered(self) -> bool:
+        pending = getattr(self.sock, "pending", None)  # TLS: decrypted bytes select() cannot see
+        return bool(pending is not None and pending())
+
+    def close(self) -> None:
+        try:
+            self.connection.disconnect()
+        except Exception:  # closing a broken connection may fail in many ways; it is gone either way
+            pass
 
 
 def describe(url: str) -> str:
@@ -98,12 +131,13 @@ class Link:
         self._wake_w.setblocking(False)
         self._dirty = True
         self._thread: threading.Thread | None = None
-        self._sub: t.Any = None
-        self._pub: t.Any = None
+        self._sub: _Socket | None = None
+        self._pub: _Socket | None = None
         self._pub_lock = threading.Lock()
         self._pub_backoff = _Backoff()
         self._pub_retry_at = 0.0
         self._pub_down_since: float | None = None
+        self._error_logged = False
         self.connected = False
         self.pending = 0  # subscription replies not yet received
         self._syncing = False
@@ -153,22 +187,28 @@ class Link:
                 if time.monotonic() < self._pub_retry_at:
                     return False
                 try:
-                    connection = self._pool.make_connection()
-                    connection.connect()
+                    self._pub = _Socket(self._pool)
                 except (redis.RedisError, OSError) as error:
                     self._pub_failed(error)
                     return False
-                self._pub = connection
                 if self._pub_down_since is not None:
                     log.warning("backbone %s: publishing again after %.1f s", self.name, time.monotonic() - self._pub_down_since)
                 self._pub_down_since = None
                 self._pub_backoff.succeeded()
             connection = self._pub
             try:
-                connection.send_packed_command(connection.pack_commands([("PUBLISH", name, data) for name, data in messages]))
-                for _ in messages:
-                    connection.read_response()
-            except (redis.RedisError, OSError) as error:
+                connection.send(b"".join([resp.pack(_PUBLISH, name, data) for name, data in messages]))
+                reader, answered = connection.reader, 0
+                while answered < len(messages):
+                    reply = reader.gets()
+                    if reply is False:
+                        connection.fill()
+                        continue
+                    answered += 1
+                    if isinstance(reply, resp.ReplyError) and not self._error_logged:
+                        self._error_logged = True
+                        log.warning("backbone %s: Redis refuses PUBLISH: %s", self.name, reply)
+            except (redis.RedisError, OSError, resp.ProtocolError) as error:
                 self._drop_pub()
                 self._pub_failed(error)
                 return False
@@ -183,10 +223,7 @@ class Link:
 
     def _drop_pub(self) -> None:
         if self._pub is not None:
-            try:
-                self._pub.disconnect()
-            except Exception:  # closing a broken connection may fail in many ways; it is gone either way
-                pass
+            self._pub.close()
             self._pub = None
 
     # -- the reader ------------------------------------------------------
@@ -198,7 +235,7 @@ class Link:
                 self._connect()
                 backoff.succeeded()
                 self._read()
-            except (redis.RedisError, OSError, ValueError) as error:
+            except (redis.RedisError, OSError, ValueError, resp.ProtocolError) as error:
                 if self._stopping.is_set():
                     break
                 self._lost(error)
@@ -207,8 +244,7 @@ class Link:
                 self._close_sub()
 
     def _connect(self) -> None:
-        self._sub = self._pool.make_connection()
-        self._sub.connect()
+        self._sub = _Socket(self._pool)
         self._interest.reset(self.shard)
         self.pending = 0
         self._dirty = True
@@ -236,14 +272,12 @@ class Link:
 
     def _close_sub(self) -> None:
         if self._sub is not None:
-            try:
-                self._sub.disconnect()
-            except Exception:  # see _drop_pub
-                pass
+            self._sub.close()
             self._sub = None
 
     def _read(self) -> None:
         connection = self._sub
+        assert connection is not None
         last_read = time.monotonic()
         ping_sent: float | None = None
         while not self._stopping.is_set():
@@ -252,12 +286,14 @@ class Link:
                 self._dirty = False
                 for command, channels in self._interest.commands(self.shard):
                     self.pending += len(channels)
-                    connection.send_command(command, *channels)
+                    connection.send(resp.pack(command.encode("ascii"), *channels))
                 self._syncing = False
             got = False
-            while connection.can_read(0):  # what the parser buffered first: select cannot see it
-                self._handle(connection.read_response())
+            reply = connection.reader.gets()
+            while reply is not False:
+                self._handle(reply)
                 got = True
+                reply = connection.reader.gets()
             now = time.monotonic()
             if got:
                 last_read, ping_sent = now, None
@@ -265,16 +301,15 @@ class Link:
             if ping_sent is not None and now - ping_sent > PING_TIMEOUT:
                 raise redis.ConnectionError(f"no answer to PING within {PING_TIMEOUT} s")
             if ping_sent is None and now - last_read > IDLE_PING:
-                connection.send_command("PING")
+                connection.send(resp.pack(b"PING"))
                 self.pending += 1
                 ping_sent = now
-            sock = connection._sock
-            if sock is None:
-                raise redis.ConnectionError("connection closed")
-            pending_tls = getattr(sock, "pending", None)
-            if pending_tls is not None and pending_tls():
+            if connection.has_buffered():
+                connection.fill()
                 continue
-            readable, _, _ = select.select([sock, self._wake_r], [], [], IDLE_PING / 2)
+            readable, _, _ = select.select([connection.sock, self._wake_r], [], [], IDLE_PING / 2)
+            if connection.sock in readable:
+                connection.fill()
             if self._wake_r in readable:
                 try:
                     while self._wake_r.recv(4096):
@@ -283,6 +318,8 @@ class Link:
                     pass
 
     def _handle(self, reply: t.Any) -> None:
+        if isinstance(reply, resp.ReplyError):
+            raise redis.ConnectionError(f"Redis refused a subscription command: {reply}")
         if not isinstance(reply, list) or not reply:
             return
         kind = reply[0]
