@@ -25,6 +25,8 @@ from eventservice.pyro import naming
 pytest.importorskip("msgpack", reason="the backbone needs msgpack (pip install 'eventservice[redis]')")
 redis = pytest.importorskip("redis", reason="the backbone needs redis-py (pip install 'eventservice[redis]')")
 
+from test_tls import certificates  # noqa: E402, F401 - the throw-away CA and certificate for 127.0.0.1
+
 from eventservice.server.backbone import codec  # noqa: E402
 
 REDIS_SERVER = shutil.which("redis-server")
@@ -44,8 +46,13 @@ def free_port() -> int:
 class RedisServer:
     """A throw-away redis-server on 127.0.0.1; ``kill()`` is kill -9, ``start()`` restarts it on the same port."""
 
-    def __init__(self, *extra: str) -> None:
+    def __init__(self, *extra: str, tls: tuple[str, str, str] | None = None) -> None:
         self.port = free_port()
+        self.tls = tls
+        if tls is not None:  # TLS only: the plain port off
+            ca, cert, key = tls
+            extra = (*extra, "--tls-port", str(self.port), "--tls-cert-file", cert, "--tls-key-file", key,
+                     "--tls-ca-cert-file", ca, "--tls-auth-clients", "no")
         self.extra = extra
         self.process: subprocess.Popen | None = None
         self.password = extra[extra.index("--requirepass") + 1] if "--requirepass" in extra else None
@@ -53,14 +60,18 @@ class RedisServer:
 
     @property
     def url(self) -> str:
+        if self.tls is not None:
+            return f"rediss://{LOCALHOST}:{self.port}?ssl_ca_certs={self.tls[0]}"
         return f"redis://{LOCALHOST}:{self.port}"
 
     def client(self):
-        return redis.Redis(host=LOCALHOST, port=self.port, password=self.password, protocol=2)
+        tls = {"ssl": True, "ssl_ca_certs": self.tls[0]} if self.tls is not None else {}
+        return redis.Redis(host=LOCALHOST, port=self.port, password=self.password, protocol=2, **tls)
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", LOCALHOST, "--save", "", "--appendonly", "no", *self.extra],
+            [REDIS_SERVER, "--port", "0" if self.tls else str(self.port), "--bind", LOCALHOST, "--save", "",
+             "--appendonly", "no", *self.extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
         def answers() -> bool:
@@ -86,8 +97,8 @@ def redis_servers():
     """Factory: ``redis_servers(*extra_args)`` -> a running RedisServer; all are killed afterwards."""
     started: list[RedisServer] = []
 
-    def start(*extra: str) -> RedisServer:
-        server = RedisServer(*extra)
+    def start(*extra: str, tls: tuple[str, str, str] | None = None) -> RedisServer:
+        server = RedisServer(*extra, tls=tls)
         started.append(server)
         return server
 
@@ -459,6 +470,18 @@ def test_password_from_a_file_and_a_wrong_one(redis_servers, nodes, tmp_path, co
             bad.stop()
     finally:
         good.stop()
+
+
+def test_the_backbone_over_tls(redis_servers, nodes, collectors, certificates):  # noqa: F811 - a fixture
+    server = redis_servers(tls=certificates)
+    a, b = nodes(server.url, 2)
+    remote = collectors(esURI=b.uri)
+    remote.subscribe("secret")
+    settled(a, b)
+    with eventservice.Publisher(esURI=a.uri) as publisher:
+        publisher.publish("secret", ("over", "tls"))
+    assert remote.take()[0].msg == ("over", "tls")
+    assert b.stats()["backbone_received"] == 1
 
 
 def test_es_command_with_a_password_file(redis_servers, tmp_path, processes):
