@@ -157,8 +157,9 @@ class EventService:
         counts: dict[str, t.Any] = {"published": self.published}
         counts.update(self._index.stats())
         counts.update(self._dispatcher.stats())
-        if self.backbone is not None:
-            counts.update(self.backbone.stats())
+        backbone = self.backbone
+        if backbone is not None:
+            counts.update(backbone.stats())
         return counts
 
     # -- internals -------------------------------------------------------
@@ -183,6 +184,7 @@ class EventService:
         queued = 0
         post = self._dispatcher.post
         with self._accept_lock:
+            backbone = self.backbone
             for subjects, message, subject_keys in matched:
                 stamp = max(time.time(), self._last_time)  # never backwards within one subscriber's stream
                 self._last_time = stamp
@@ -190,8 +192,8 @@ class EventService:
                     if keys:
                         queued += post(keys, (subject, message, stamp), full)
                 self.published += 1
-                if self.backbone is not None:  # under the lock: other nodes get publishes in accepted order
-                    self.backbone.published(subjects, message, stamp)
+                if backbone is not None:  # under the lock: other nodes get publishes in accepted order
+                    backbone.published(subjects, message, stamp)
         if full:
             self._dispatcher.wait_for_room(full)
         return queued

@@ -40,6 +40,9 @@ class EventServiceStarter:
 
     :param identification: the passphrase clients must prove (None: no passphrase)
     :param settings: the ES tunables; defaults plus ``EVENTSERVICE_*`` environment variables
+    :param backbone: ``redis://HOST:PORT[/DB]`` (or ``rediss://``; several, comma-separated) to share
+        subjects with other Event Services over Redis (needs ``eventservice[redis]``); None: a single ES
+    :param backbone_password: the Redis password, overriding one in the URLs
 
     ``start`` serves until ``shutdown``; ``initialize`` sets everything up and
     returns, for programs that call ``handleRequests`` themselves or serve from
