@@ -3,6 +3,7 @@
 
     python3 bench/backbone.py            # 3 rounds, medians (about 5 minutes)
     python3 bench/backbone.py --quick    # 1 round, smaller counts
+    python3 bench/backbone.py --only-default --pairs 7   # only "default" against "before", alternating pairs
 
 Every participant is its own process on 127.0.0.1: one redis-server, the nodes
 as ``bin/es -N --backbone redis://...``, and per node one publisher process and
@@ -324,10 +325,18 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="1 round, fewer events")
     parser.add_argument("--base", default="d4efae7", help="the commit before the backbone (the 'before' figures)")
     parser.add_argument("--json", help="write every round's figures here")
+    parser.add_argument("--only-default", action="store_true",
+                        help="only the no-backbone check: --pairs runs of before and default, back to back, alternating")
+    parser.add_argument("--pairs", type=int, default=5)
     options = parser.parse_args()
     rounds = 1 if options.quick else options.rounds
     bench = Bench(options.quick, options.base)
     runs: list[dict[str, dict[str, float]]] = []
+    if options.only_default:
+        try:
+            return default_pairs(bench, options.pairs)
+        finally:
+            bench.close()
     try:
         for number in range(rounds):
             figures: dict[str, dict[str, float]] = {}
@@ -356,6 +365,26 @@ def main() -> int:
     if options.json:
         Path(options.json).write_text(json.dumps(runs, indent=1))
     table(runs)
+    return 0
+
+
+def default_pairs(bench: Bench, pairs: int) -> int:
+    """The no-backbone default against the code before the backbone, in alternating back-to-back pairs."""
+    rates, cpus = [], []
+    for number in range(pairs):
+        order = [("before", bench.before), ("default", ROOT)]
+        if number % 2:
+            order.reverse()
+        figures = {}
+        for name, tree in order:
+            print(f"pair {number + 1}: {name}...", file=sys.stderr, flush=True)
+            figures[name] = bench.throughput(1, False, tree)
+        rates.append(figures["default"]["delivered_per_s"] / figures["before"]["delivered_per_s"])
+        cpus.append(figures["default"]["node_cpu_per_event_us"] / figures["before"]["node_cpu_per_event_us"])
+        print(json.dumps(figures), file=sys.stderr, flush=True)
+    print(f"no backbone, this checkout / before ({pairs} alternating pairs, medians):")
+    print(f"  delivered/s      {statistics.median(rates):.3f}   (pairs: {', '.join(f'{v:.3f}' for v in rates)})")
+    print(f"  ES CPU per event {statistics.median(cpus):.3f}   (pairs: {', '.join(f'{v:.3f}' for v in cpus)})")
     return 0
 
 
