@@ -540,3 +540,20 @@ def test_name_server_lookup_without_nodes_falls_back_to_the_well_known_name(es, 
 def test_a_live_single_es_still_refuses_a_second_one_without_backbone(es, start_es):
     with pytest.raises(errors.NamingError, match="already running"):
         start_es()
+
+
+@pytest.mark.parametrize("subscribed", [False, True])
+def test_idle_links_are_kept_alive_with_ping_without_reconnecting(redis_server, nodes, collectors, monkeypatch, subscribed):
+    from eventservice.server.backbone import link
+    monkeypatch.setattr(link, "IDLE_PING", 0.05)
+    (node,) = nodes(redis_server.url, use_ns=False)
+    if subscribed:  # answered with ["pong", ""] while subscribed, with +PONG otherwise
+        collectors(esURI=node.uri).subscribe("x")
+
+    def pings() -> int:
+        with redis_server.client() as client:
+            return int(client.info("commandstats").get("cmdstat_ping", {}).get("calls", 0))
+    wait_until(lambda: pings() >= 10, message="the node's reader to send PINGs")
+    wait_until(lambda: node.stats()["backbone_pending"] == 0, message="a PONG to be counted")
+    stats = node.stats()
+    assert stats["backbone_outages"] == 0 and stats["backbone_connected"] == 1

@@ -320,6 +320,9 @@ class Link:
     def _handle(self, reply: t.Any) -> None:
         if isinstance(reply, resp.ReplyError):
             raise redis.ConnectionError(f"Redis refused a subscription command: {reply}")
+        if reply == b"PONG":  # the answer to PING while subscribed to nothing
+            self.pending = max(0, self.pending - 1)
+            return
         if not isinstance(reply, list) or not reply:
             return
         kind = reply[0]
