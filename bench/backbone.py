@@ -328,9 +328,12 @@ def main() -> int:
     parser.add_argument("--only-default", action="store_true",
                         help="only the no-backbone check: --pairs runs of before and default, back to back, alternating")
     parser.add_argument("--pairs", type=int, default=5)
+    parser.add_argument("--events", type=int, help="events per publisher (default 20000; --quick 10000)")
     options = parser.parse_args()
     rounds = 1 if options.quick else options.rounds
     bench = Bench(options.quick, options.base)
+    if options.events:
+        bench.events = options.events
     runs: list[dict[str, dict[str, float]]] = []
     if options.only_default:
         try:
