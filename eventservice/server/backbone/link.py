@@ -144,6 +144,7 @@ class Link:
         self.outages = 0
         self.down_since: float | None = time.monotonic()
         self.ever_connected = threading.Event()
+        self.attempted = threading.Event()  # the reader's first connect attempt is over, either way
         self._unreachable_logged = False
 
     # -- control ---------------------------------------------------------
@@ -184,7 +185,7 @@ class Link:
         """
         with self._pub_lock:
             if self._pub is None:
-                if time.monotonic() < self._pub_retry_at:
+                if time.monotonic() < self._pub_retry_at and not self.connected:  # the reader got through: try now
                     return False
                 try:
                     self._pub = _Socket(self._pool)
@@ -232,7 +233,10 @@ class Link:
         backoff = _Backoff()
         while not self._stopping.is_set():
             try:
-                self._connect()
+                try:
+                    self._connect()
+                finally:
+                    self.attempted.set()
                 backoff.succeeded()
                 self._read()
             except (redis.RedisError, OSError, ValueError, resp.ProtocolError) as error:

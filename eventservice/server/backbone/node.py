@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import threading
+import time
 import typing as t
 
 from ...core.subjects import fold
@@ -116,8 +117,12 @@ class Node:
             link.start()
 
     def wait_connected(self, timeout: float) -> bool:
-        """True once every Redis instance was reached (the node works, and retries, either way)."""
-        return all(link.ever_connected.wait(timeout) for link in self.links)
+        """Wait (up to ``timeout``) for the first attempt to reach each Redis instance; True if all got
+        through (the node works, and retries, either way)."""
+        deadline = time.monotonic() + timeout
+        for link in self.links:
+            link.attempted.wait(max(0.0, deadline - time.monotonic()))
+        return all(link.ever_connected.is_set() for link in self.links)
 
     def close(self) -> None:
         """Leave the backbone; local delivery goes on as without one."""
