@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 from conftest import LOCALHOST, WAIT, read_line, wait_until
@@ -557,3 +558,34 @@ def test_idle_links_are_kept_alive_with_ping_without_reconnecting(redis_server, 
     wait_until(lambda: node.stats()["backbone_pending"] == 0, message="a PONG to be counted")
     stats = node.stats()
     assert stats["backbone_outages"] == 0 and stats["backbone_connected"] == 1
+
+
+def test_slow_subscribers_never_get_a_node_cut_off_by_redis_output_buffer_limit(redis_servers, nodes, collectors):
+    # Redis drops a pub/sub client whose unread output passes 256 KB: the reader must keep reading
+    server = redis_servers("--client-output-buffer-limit", "pubsub 256kb 128kb 1")
+    a, b = nodes(server.url, 2, queuesize=50)  # blocking policy, small queues: the injector waits
+    received = []
+
+    class Slow(eventservice.Subscriber):
+        def event(self, event) -> None:
+            received.append(event.msg[0])
+            time.sleep(0.001)  # a slow consumer (not synchronisation)
+
+    slow = Slow(esURI=b.uri)
+    try:
+        slow.subscribe("bulk")
+        slow.listenInThread()
+        settled(a, b)
+        # 12 MB: past the limit and past what the kernel's socket buffers hide (a reader that took 1 ms
+        # per message would be cut off here)
+        count, padding = 3000, "x" * 4000
+        with eventservice.Publisher(esURI=a.uri, pipeline=500) as publisher:
+            for number in range(count):
+                publisher.publish("bulk", (number, padding))
+        wait_until(lambda: len(received) == count, timeout=WAIT * 6, message="the slow subscriber to get everything")
+        assert received == list(range(count))
+        stats = b.stats()
+        assert stats["backbone_outages"] == 0 and stats["backbone_dropped"] == 0
+        assert stats["backbone_received"] == count
+    finally:
+        slow.close()
