@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 from conftest import LOCALHOST, WAIT, read_line, wait_until
@@ -394,9 +393,10 @@ def test_messages_the_backbone_cannot_carry_are_delivered_locally_and_counted(re
     assert a.stats()["backbone_unencodable"] == 1
 
 
-def spawn_node(processes, url: str, ns_port: int) -> tuple[subprocess.Popen, str]:
+def spawn_node(processes, url: str, ns_port: int, queuesize: int | None = None) -> tuple[subprocess.Popen, str]:
     process = processes.spawn("-m", "eventservice.server", "-n", LOCALHOST, "--ns-host", LOCALHOST,
-                              "--ns-port", str(ns_port), "--backbone", url)
+                              "--ns-port", str(ns_port), "--backbone", url,
+                              *(["--queuesize", str(queuesize)] if queuesize else []))
     uri = read_line(process, expect="Event Service URI:").split(":", 1)[1].strip()
     return process, uri
 
@@ -560,32 +560,38 @@ def test_idle_links_are_kept_alive_with_ping_without_reconnecting(redis_server, 
     assert stats["backbone_outages"] == 0 and stats["backbone_connected"] == 1
 
 
-def test_slow_subscribers_never_get_a_node_cut_off_by_redis_output_buffer_limit(redis_servers, nodes, collectors):
-    # Redis drops a pub/sub client whose unread output passes 256 KB: the reader must keep reading
-    server = redis_servers("--client-output-buffer-limit", "pubsub 256kb 128kb 1")
-    a, b = nodes(server.url, 2, queuesize=50)  # blocking policy, small queues: the injector waits
+def test_slow_subscribers_never_get_a_node_cut_off_by_redis_output_buffer_limit(redis_servers, nameserver, processes):
+    # Redis drops a pub/sub client whose unread output passes 2 MB (default: 32 MB): the reader must keep reading
+    server = redis_servers("--client-output-buffer-limit", "pubsub 2mb 1mb 5")
+    _, a_uri = spawn_node(processes, server.url, nameserver.port)
+    _, b_uri = spawn_node(processes, server.url, nameserver.port, queuesize=50)  # small queues: the injector waits
     received = []
+    release = threading.Event()
 
-    class Slow(eventservice.Subscriber):
+    class Stuck(eventservice.Subscriber):
         def event(self, event) -> None:
+            release.wait(WAIT * 6)  # holds everything up until the backlog is in place
             received.append(event.msg[0])
-            time.sleep(0.001)  # a slow consumer (not synchronisation)
 
-    slow = Slow(esURI=b.uri)
+    stuck = Stuck(esURI=b_uri)
     try:
-        slow.subscribe("bulk")
-        slow.listenInThread()
-        settled(a, b)
-        # 12 MB: past the limit and past what the kernel's socket buffers hide (a reader that took 1 ms
-        # per message would be cut off here)
+        stuck.subscribe("bulk")
+        stuck.listenInThread()
+        wait_until(lambda: node_stats(b_uri)["backbone_pending"] == 0, message="the subscription to reach Redis")
+        # 12 MB, one publish at a time (a steady stream, not one burst): past the limit and past what the
+        # kernel's socket buffers hide, so a reader that waited for the subscriber would be cut off
         count, padding = 3000, "x" * 4000
-        with eventservice.Publisher(esURI=a.uri, pipeline=500) as publisher:
+        with eventservice.Publisher(esURI=a_uri) as publisher:
             for number in range(count):
                 publisher.publish("bulk", (number, padding))
-        wait_until(lambda: len(received) == count, timeout=WAIT * 6, message="the slow subscriber to get everything")
+        wait_until(lambda: node_stats(b_uri)["backbone_handoff_bytes"] > 10_000_000, timeout=WAIT * 3,
+                   message="the backlog to pile up in the node, not in Redis")
+        release.set()
+        wait_until(lambda: len(received) == count, timeout=WAIT * 6, message="the subscriber to get everything")
         assert received == list(range(count))
-        stats = b.stats()
+        stats = node_stats(b_uri)
         assert stats["backbone_outages"] == 0 and stats["backbone_dropped"] == 0
         assert stats["backbone_received"] == count
     finally:
-        slow.close()
+        release.set()
+        stuck.close()
