@@ -26,6 +26,7 @@ them locally.
 from __future__ import annotations
 
 import struct
+import threading
 import typing as t
 
 try:
@@ -140,7 +141,15 @@ def _ext_hook(code: int, data: bytes) -> t.Any:
     raise BadMessageError(f"unknown extension type {code}")
 
 
-_plain = msgpack.Packer(default=_default, use_bin_type=True, strict_types=False)  # the sender thread's only
+_packers = threading.local()  # a Packer is not thread-safe (its default hook may let another thread in)
+
+
+def _packer(fresh: bool = False) -> t.Any:
+    """This thread's Packer for plain messages; ``fresh`` replaces it (after an error mid-pack)."""
+    packer = None if fresh else getattr(_packers, "packer", None)
+    if packer is None:
+        packer = _packers.packer = msgpack.Packer(default=_default, use_bin_type=True, strict_types=False)
+    return packer
 
 
 def _unpack(data: bytes) -> t.Any:
@@ -154,23 +163,20 @@ def encode_message(message: t.Any) -> tuple[int, bytes]:
         return 0, _pack(message)
     # one kind of sequence (or none): plain arrays, and the flag says which kind; only sets, complex
     # numbers and big ints go through _default (which packs with packb, not with this packer)
-    global _plain
     try:
-        return (TUPLES if sequences == 1 else 0), _plain.pack(message)
+        return (TUPLES if sequences == 1 else 0), _packer().pack(message)
     except UnencodableError:
-        _plain = msgpack.Packer(default=_default, use_bin_type=True, strict_types=False)  # may hold a partial pack
+        _packer(fresh=True)  # the old one may hold a partial pack
         raise
     except (TypeError, ValueError, OverflowError) as error:
-        _plain = msgpack.Packer(default=_default, use_bin_type=True, strict_types=False)
+        _packer(fresh=True)
         raise UnencodableError(str(error)) from None
 
 
 def encode(node: bytes, seq: int, stamp: float, subjects: list[str], packed_message: tuple[int, bytes]) -> bytes:
-    """One backbone message: header, subjects, and a message from :func:`encode_message`.
-
-    Not thread-safe: one sender thread encodes."""
+    """One backbone message: header, subjects, and a message from :func:`encode_message`."""
     flags, body = packed_message
-    return HEADER.pack(VERSION, flags, node, seq, stamp) + _PAIR + _plain.pack(subjects) + body
+    return HEADER.pack(VERSION, flags, node, seq, stamp) + _PAIR + _packer().pack(subjects) + body
 
 
 _PAIR = b"\x92"  # msgpack: an array of two elements follows
