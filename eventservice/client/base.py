@@ -39,7 +39,7 @@ class Client:
         self._unreachable_since: float | None = None  # when calls started failing to reach any ES
         self._stop_retrying = threading.Event()
         self._es_lock = threading.RLock()
-        self._es = naming.es_proxy(esURI, self._authenticator, *self._ns_location)
+        self._es = naming.es_node_proxy(esURI, self._authenticator, *self._ns_location)
         self._seq = 0  # of the calls on self._es
 
     # -- Pyro3's attributes ----------------------------------------------
@@ -130,4 +130,4 @@ class Client:
 
     def _reconnect(self) -> None:
         self._es._pyroRelease()
-        self._es = naming.es_proxy(self._esURI, self._authenticator, *self._ns_location)
+        self._es = naming.es_node_proxy(self._esURI, self._authenticator, *self._ns_location)

@@ -149,6 +149,10 @@ class SubscriptionIndex:
         self._pattern_timeout = pattern_timeout
         self._on_pattern_timeout = on_pattern_timeout
         self.cache_hits = self.cache_misses = self.pattern_timeouts = 0
+        #: called under the index lock as ``f(added, removed, pattern_change)`` when subscriptions change:
+        #: folded subjects gained and lost (one entry per subscriber) and the change in the number of
+        #: (subscriber, pattern) pairs. The backbone uses it to route by interest; None: nobody listens.
+        self.listener: c.Callable[[c.Iterable[str], c.Iterable[str], int], None] | None = None
 
     # -- changes ---------------------------------------------------------
 
@@ -167,6 +171,8 @@ class SubscriptionIndex:
                 self._exact.setdefault(subject, set()).add(key)
             if added:
                 self._cache.clear()  # keyed by subjects as published: any spelling may be cached
+                if self.listener is not None:
+                    self.listener(added, (), 0)
 
     def add_patterns(self, key: str, patterns: c.Iterable[str]) -> None:
         """Subscribe ``key`` to regex patterns; all or nothing.
@@ -198,6 +204,8 @@ class SubscriptionIndex:
                 own.patterns.add(text)
             if new_texts:
                 self._cache.clear()
+                if self.listener is not None:
+                    self.listener((), (), len(new_texts))
 
     def remove(self, key: str, texts: c.Iterable[str]) -> bool:
         """Drop the exact subjects and the patterns of these texts; True if ``key`` has nothing left."""
@@ -205,18 +213,22 @@ class SubscriptionIndex:
             own = self._by_key.get(key)
             if own is None:
                 return True
-            patterns_changed = False
+            removed_subjects: list[str] = []
+            removed_patterns = 0
             for text in texts:
                 subject = fold(text)
                 if subject in own.subjects:
                     own.subjects.discard(subject)
                     self._drop_exact(subject, key)
+                    removed_subjects.append(subject)
                 if text in own.patterns:
                     own.patterns.discard(text)
                     self._drop_pattern_key(text, key)
-                    patterns_changed = True
-            if patterns_changed:
+                    removed_patterns += 1
+            if removed_patterns:
                 self._cache.clear()
+            if self.listener is not None and (removed_subjects or removed_patterns):
+                self.listener((), removed_subjects, -removed_patterns)
             if not own:
                 del self._by_key[key]
                 return True
@@ -234,6 +246,8 @@ class SubscriptionIndex:
                 self._drop_pattern_key(text, key)
             if own.patterns:
                 self._cache.clear()
+            if self.listener is not None:
+                self.listener((), own.subjects, -len(own.patterns))
             return True
 
     # -- queries ---------------------------------------------------------
@@ -356,15 +370,19 @@ class SubscriptionIndex:
         self._sorted_prefix_lengths = sorted(self._prefix_lengths)
 
     def _remove_pattern_everywhere(self, text: str, keys: c.Iterable[str]) -> None:
+        removed = 0
         for key in keys:
             own = self._by_key.get(key)
             if own is None or text not in own.patterns:
                 continue
             own.patterns.discard(text)
             self._drop_pattern_key(text, key)
+            removed += 1
             if not own:
                 del self._by_key[key]
         self._cache.clear()
+        if self.listener is not None and removed:
+            self.listener((), (), -removed)
 
     def _drop_exact(self, subject: str, key: str) -> None:
         owners = self._exact.get(subject)

@@ -9,6 +9,8 @@ says what to start.
 from __future__ import annotations
 
 import logging
+import random
+import socket
 import typing as t
 
 from Pyro5 import config, core, errors
@@ -16,12 +18,27 @@ from Pyro5.client import Proxy
 
 from . import auth
 
-__all__ = ["EVENTSERVER_NAME", "locate_ns", "lookup_es", "es_proxy", "is_alive"]
+__all__ = [
+    "EVENTSERVER_NAME",
+    "NODE_METADATA",
+    "es_node_proxy",
+    "es_proxy",
+    "find_es_nodes",
+    "is_alive",
+    "locate_ns",
+    "lookup_es",
+    "lookup_es_node",
+    "node_metadata",
+    "node_name",
+]
 
 log = logging.getLogger(__name__)
 
 #: the well-known name of the Event Service in the name server
 EVENTSERVER_NAME = "Pyro.EventService"
+
+#: Pyro5 metadata every Event Service node of a backbone registers with (besides "host:<its host name>")
+NODE_METADATA = "eventservice.node"
 
 #: seconds to wait for a name server that does not answer
 LOOKUP_TIMEOUT = 5.0
@@ -96,3 +113,61 @@ def is_alive(uri: t.Any, authenticator: auth.Authenticator | None = None, timeou
         return True  # alive, just not ours to talk to
     except (errors.PyroError, AttributeError):
         return False
+
+
+# -- several Event Services (es --backbone) ----------------------------------
+
+
+def node_name(uri: core.URI) -> str:
+    """The name a backbone node registers under, besides EVENTSERVER_NAME: one per node."""
+    return f"{EVENTSERVER_NAME}.{uri.host}:{uri.port}"
+
+
+def node_metadata() -> set[str]:
+    """The metadata a backbone node registers with: NODE_METADATA and ``host:<this machine's name>``."""
+    return {NODE_METADATA, f"host:{socket.gethostname()}"}
+
+
+def find_es_nodes(
+    host: str | None = None,
+    port: int | None = None,
+    authenticator: auth.Authenticator | None = None,
+) -> list[core.URI]:
+    """The URIs of the registered backbone nodes, preferred first: those on this machine, then the others,
+    each group shuffled so clients spread over the nodes. Empty when no node is registered; nodes
+    that died may still be listed (see ``lookup_es_node``)."""
+    own_host = f"host:{socket.gethostname()}"
+    with locate_ns(host, port, authenticator) as ns:
+        found = ns.yplookup(meta_all=[NODE_METADATA], return_metadata=True)
+    local: list[core.URI] = []
+    remote: list[core.URI] = []
+    for uri, metadata in found.values():
+        (local if own_host in metadata else remote).append(core.URI(str(uri)))
+    random.shuffle(local)
+    random.shuffle(remote)
+    return local + remote
+
+
+def lookup_es_node(
+    host: str | None = None,
+    port: int | None = None,
+    authenticator: auth.Authenticator | None = None,
+) -> core.URI:
+    """The Event Service a client should use: the first backbone node (see ``find_es_nodes``) that
+    answers, else whatever is registered as EVENTSERVER_NAME (a single Event Service)."""
+    for uri in find_es_nodes(host, port, authenticator):
+        if is_alive(uri, authenticator, timeout=1.0):
+            return uri
+        log.info("Event Service node %s does not answer; trying the next", uri)
+    return lookup_es(host, port, authenticator)
+
+
+def es_node_proxy(
+    esURI: str | core.URI | None = None,
+    authenticator: auth.Authenticator | None = None,
+    ns_host: str | None = None,
+    ns_port: int | None = None,
+) -> Proxy:
+    """``es_proxy``, but without ``esURI`` it picks a live backbone node, preferring one on this machine."""
+    uri = core.URI(str(esURI)) if esURI is not None else lookup_es_node(ns_host, ns_port, authenticator)
+    return auth.make_proxy(uri, authenticator)

@@ -65,6 +65,11 @@ def _parser() -> argparse.ArgumentParser:
                         help="serve monitoring (status page, /stats, /subscribers, /metrics) there; host 127.0.0.1 by default")
     parser.add_argument("--http-token", help="token the monitoring endpoint requires (Authorization: Bearer, or ?token=)")
     parser.add_argument("--http-token-file", help="read that token from the first line of this file (keeps it out of ps)")
+    parser.add_argument("--backbone", metavar="URLS",
+                        help="share subjects with other Event Services over Redis: redis://HOST:PORT[/DB] or rediss:// "
+                             "(TLS), comma-separated for several independent Redis instances (needs eventservice[redis])")
+    parser.add_argument("--backbone-password-file", metavar="FILE",
+                        help="read the Redis password from the first line of this file (keeps it out of ps)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level (default WARNING)")
     return parser
 
@@ -112,10 +117,16 @@ def main(args: list[str] | None = None) -> int:
             logging.getLogger("eventservice.server.statslog").setLevel(logging.INFO)
         if settings.http_token and not settings.http:
             raise ValueError("a token for the monitoring endpoint (--http-token) needs --http [HOST:]PORT")
-        starter = EventServiceStarter(identification, settings)
+        backbone_password = None
+        if options.backbone_password_file:
+            if not options.backbone:
+                raise ValueError("--backbone-password-file needs --backbone")
+            with open(options.backbone_password_file, encoding="utf-8") as file:
+                backbone_password = file.readline().rstrip("\r\n")
+        starter = EventServiceStarter(identification, settings, options.backbone, backbone_password)
         uri = starter.initialize(options.hostname, options.port, options.use_ns, options.embedded_ns,
                                  options.ns_host, options.ns_port)
-    except (ValueError, OSError, errors.PyroError) as error:
+    except (ValueError, OSError, ImportError, errors.PyroError) as error:
         print(f"es: cannot start: {error}", file=sys.stderr)
         return 1
 

@@ -31,6 +31,10 @@ __all__ = ["PARKING", "EventService", "subscriber_key"]
 
 log = logging.getLogger(__name__)
 
+#: the backbone node's figures that only grow (the rest of its stats() are gauges)
+BACKBONE_COUNTERS = frozenset(f"backbone_{name}" for name in
+                              ("sent", "received", "lost", "dropped", "garbage", "duplicates", "unencodable", "outages"))
+
 #: why subscribers are removed, as counted in stats()
 REMOVAL_REASONS = ("dead", "timed_out", "unsubscribed", "closed")
 
@@ -81,6 +85,8 @@ class EventService:
         #: the number of client connections served (set by whoever serves them)
         self.connections: t.Callable[[], int] = lambda: 0
         self._rates = SubjectRates() if self.settings.http else None  # per-subject rates for the monitor
+        #: the backbone node (server/backbone/node.py) while this ES shares its subjects with others; else None
+        self.backbone: t.Any = None
 
     # -- the classic API ---------------------------------------------------
 
@@ -203,6 +209,10 @@ class EventService:
             "cached_subjects": index["cached_subjects"],
             **delivery_gauges,
         }
+        backbone = self.backbone
+        if backbone is not None:  # the node's figures, split the same way
+            for name, value in backbone.stats().items():
+                (counters if name in BACKBONE_COUNTERS else gauges)[name] = value
         return {"counters": counters, "gauges": gauges}
 
     @expose
@@ -239,26 +249,48 @@ class EventService:
         which fix the order every subscriber sees, happen under it.
         """
         match = self._index.match
-        matched = [(message, [(subject, match(subject)) for subject in subjects]) for subjects, message in items]
+        matched = [(subjects, message, [(subject, match(subject)) for subject in subjects]) for subjects, message in items]
         full: list[t.Any] = []
         queued = 0
         post = self._dispatcher.post
         with self._accept_lock:
             if self._rates is not None:
                 self._rates.observe(items)
-            for message, subject_keys in matched:
+            backbone = self.backbone
+            for subjects, message, subject_keys in matched:
                 stamp = max(time.time(), self._last_time)  # never backwards within one subscriber's stream
                 self._last_time = stamp
                 for subject, keys in subject_keys:
                     if keys:
                         queued += post(keys, (subject, message, stamp), full)
                 self.published += 1
+                if backbone is not None:  # under the lock: other nodes get publishes in accepted order
+                    backbone.published(subjects, message, stamp)
         if full:
             parked = PARKING.full
             if parked is not None:
                 parked.extend(full)  # the event loop parks this publisher until there is room
             else:
                 self._dispatcher.wait_for_room(full)
+        return queued
+
+    def accept_remote(self, subjects: list[str], message: t.Any, stamp: float) -> int:
+        """Match and queue a publish another node accepted (from the backbone); it is not sent back there.
+
+        Not exposed: only the backbone node in this process calls it, with
+        checked subjects. Waits for room like a publisher, so the node's
+        bounded hand-off absorbs slow subscribers.
+        """
+        match = self._index.match
+        subject_keys = [(subject, match(subject)) for subject in subjects]
+        full: list[t.Any] = []
+        queued = 0
+        with self._accept_lock:
+            for subject, keys in subject_keys:
+                if keys:
+                    queued += self._dispatcher.post(keys, (subject, message, stamp), full)
+        if full:
+            self._dispatcher.wait_for_room(full)  # the node's own thread, never the event loop
         return queued
 
     def _join(self, subscriber: t.Any) -> str:

@@ -45,6 +45,9 @@ class EventServiceStarter:
 
     :param identification: the passphrase clients must prove (None: no passphrase)
     :param settings: the ES tunables; defaults plus ``EVENTSERVICE_*`` environment variables
+    :param backbone: ``redis://HOST:PORT[/DB]`` (or ``rediss://``; several, comma-separated) to share
+        subjects with other Event Services over Redis (needs ``eventservice[redis]``); None: a single ES
+    :param backbone_password: the Redis password, overriding one in the URLs
 
     ``start`` serves until ``shutdown``; ``initialize`` sets everything up and
     returns, for programs that call ``handleRequests`` themselves or serve from
@@ -56,8 +59,13 @@ class EventServiceStarter:
     process's soft limit of open files to the hard limit.
     """
 
-    def __init__(self, identification: str | None = None, settings: Settings | None = None) -> None:
+    def __init__(self, identification: str | None = None, settings: Settings | None = None,
+                 backbone: str | None = None, backbone_password: str | None = None) -> None:
         self.settings = settings or from_environment()
+        self._backbone = backbone  # redis://HOST:PORT[/DB][,redis://...]: share subjects with other nodes
+        self._backbone_password = backbone_password
+        self.node: t.Any = None  # the backbone node (server/backbone/node.py) when there is a backbone
+        self._node_name: str | None = None
         self.authenticator = auth.Authenticator(identification, self.settings.handshake_window) if identification else None
         self.service: EventService | None = None
         self.daemon: LoopDaemon | None = None
@@ -123,10 +131,14 @@ class EventServiceStarter:
             assert self._ns_daemon is not None
             nsPort = self._ns_daemon.sock.getsockname()[1]  # noqa: N806
         try:
+            take_name = True
             if useNameServer:
                 self._ns_location = (nsHost, nsPort)
-                self._refuse_if_running()
+                take_name = self._refuse_if_running()
             self.service = EventService(self.settings, self.authenticator)
+            if self._backbone:
+                from .backbone.node import start_node  # imports redis: only with a backbone
+                self.node = start_node(self.service, self._backbone, self._backbone_password)
             self.daemon = LoopDaemon(host, port or 0, authenticator=self.authenticator,
                                      idle_timeout=self.settings.idle_timeout,
                                      max_connections=self.settings.max_connections)
@@ -140,10 +152,16 @@ class EventServiceStarter:
                 self.monitor = Monitor(self.service, self.uri, self.settings, self.authenticator is not None)
             if useNameServer:
                 with naming.locate_ns(nsHost, nsPort, self.authenticator) as ns:
-                    ns.register(EVENTSERVER_NAME, self.uri)
-                log.info("registered %s as %s", self.uri, EVENTSERVER_NAME)
-                watcher = RegistrationWatcher(EVENTSERVER_NAME, self.uri, nsHost, nsPort, self.authenticator)
-                self._background.append(watcher.start())
+                    if take_name:
+                        ns.register(EVENTSERVER_NAME, self.uri)
+                        log.info("registered %s as %s", self.uri, EVENTSERVER_NAME)
+                    if self.node is not None:  # every node also under its own name, found by its metadata
+                        self._node_name = naming.node_name(self.uri)
+                        ns.register(self._node_name, self.uri, metadata=naming.node_metadata())
+                        log.info("registered %s as %s", self.uri, self._node_name)
+                if take_name:
+                    watcher = RegistrationWatcher(EVENTSERVER_NAME, self.uri, nsHost, nsPort, self.authenticator)
+                    self._background.append(watcher.start())
             if self.settings.stats_interval:
                 self._background.append(StatsLogger(self.service.stats, self.settings.stats_interval).start())
         except BaseException:
@@ -264,17 +282,22 @@ class EventServiceStarter:
         self._ns_thread.start()
         log.info("embedded name server at %s", self.nsUri)
 
-    def _refuse_if_running(self) -> None:
+    def _refuse_if_running(self) -> bool:
+        """True if EVENTSERVER_NAME is free (or stale) for us; a live one is an error, except for a
+        backbone node, which then joins under its own name only."""
         assert self._ns_location is not None
         ns_host, ns_port = self._ns_location
         with naming.locate_ns(ns_host, ns_port, authenticator=self.authenticator) as ns:
             try:
                 existing = ns.lookup(EVENTSERVER_NAME)
             except errors.NamingError:
-                return  # nothing registered
+                return True  # nothing registered
         if naming.is_alive(existing, self.authenticator):
+            if self._backbone:
+                return False
             raise AlreadyRunningError(f"an Event Service is already running at {existing}; stop it first")
         log.warning("replacing stale registration of %s (%s does not answer)", EVENTSERVER_NAME, existing)
+        return True
 
     def _cleanup(self) -> None:
         if self._stopped.is_set():
@@ -282,12 +305,16 @@ class EventServiceStarter:
         if self._ns_location is not None and self.uri is not None:
             try:
                 with naming.locate_ns(*self._ns_location, authenticator=self.authenticator) as ns:
+                    if self._node_name is not None:
+                        ns.remove(self._node_name)
                     if str(ns.lookup(EVENTSERVER_NAME)) == str(self.uri):
                         ns.remove(EVENTSERVER_NAME)
             except errors.PyroError as error:
                 log.warning("could not unregister %s from the name server: %s", EVENTSERVER_NAME, error)
         if self.monitor is not None:
             self.monitor.close()
+        if self.node is not None:
+            self.node.close()
         if self.service is not None:
             self.service.close()
         if self.daemon is not None:
