@@ -5,6 +5,7 @@ import re
 import subprocess
 
 import pytest
+
 from conftest import WAIT, read_line
 
 pytestmark = pytest.mark.network

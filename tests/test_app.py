@@ -4,9 +4,9 @@ from __future__ import annotations
 import threading
 
 import pytest
-from conftest import WAIT
 
 import eventservice
+from conftest import WAIT
 
 
 def test_handlers_get_their_events_once_in_order_and_stop_ends_run(es):

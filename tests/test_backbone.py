@@ -15,19 +15,18 @@ import sys
 import threading
 
 import pytest
-from conftest import LOCALHOST, WAIT, read_line, wait_until
 from Pyro5 import errors
 
 import eventservice
+from conftest import LOCALHOST, WAIT, read_line, wait_until
 from eventservice.core.config import Settings
 from eventservice.pyro import naming
 
 pytest.importorskip("msgpack", reason="the backbone needs msgpack (pip install 'eventservice[redis]')")
 redis = pytest.importorskip("redis", reason="the backbone needs redis-py (pip install 'eventservice[redis]')")
 
-from test_tls import certificates  # noqa: E402, F401 - the throw-away CA and certificate for 127.0.0.1
-
 from eventservice.server.backbone import codec  # noqa: E402
+from test_tls import certificates  # noqa: E402, F401 - the throw-away CA and certificate for 127.0.0.1
 
 REDIS_SERVER = shutil.which("redis-server")
 if REDIS_SERVER is None:

@@ -15,11 +15,11 @@ import threading
 import time
 
 import pytest
-import test_tls
-from conftest import WAIT, read_line, wait_until
 from Pyro5.server import Daemon, expose
 
 import eventservice
+import test_tls
+from conftest import WAIT, read_line, wait_until
 from eventservice.tools import esc
 
 pytestmark = pytest.mark.network

@@ -325,7 +325,7 @@ def test_many_slow_patterns_cannot_stall_a_publish(guarded, collectors):
     # accepted: compiling them is cheap, only matching them is slow (a cap refusing them would be a defence
     # too, but then this test would prove nothing: it insists on the matching)
     hostile.subscribeMatch([f"{CATASTROPHIC}(?#{number})" for number in range(30)])  # 30 texts, one meaning
-    assert guard.stats()["patterns"] == 30
+    assert guard.stats()["subscriptions_pattern"] == 30
 
     start = time.monotonic()
     guard.publisher.publish(CATASTROPHIC_SUBJECT, "boom")
@@ -385,7 +385,7 @@ def test_pattern_that_crashes_the_regex_compiler_does_not_kill_the_es(guarded_pr
             pytest.fail(f"{pattern!r} was accepted: if regex no longer crashes on it, pick one that does")
         assert guard.running.process.poll() is None
         guard.check()
-    assert guard.stats()["patterns"] == 0
+    assert guard.stats()["subscriptions_pattern"] == 0
 
 
 def test_one_huge_publish_cannot_hold_up_other_publishers(guarded, collectors, raw_es):
@@ -394,7 +394,7 @@ def test_one_huge_publish_cannot_hold_up_other_publishers(guarded, collectors, r
     guard = guarded(max_subjects_per_publish=len(subjects))  # the default cap (1000) would refuse it at once
     hostile = collectors()
     hostile.subscribeMatch([rf"^x{number}\d" for number in range(50)] + [f"(?:y{number})+$" for number in range(50)])
-    assert guard.stats()["patterns"] == 100
+    assert guard.stats()["subscriptions_pattern"] == 100
     es = raw_es(guard.running)
     misses = guard.stats()["cache_misses"]
     outcome: queue.Queue = queue.Queue()

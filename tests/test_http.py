@@ -16,12 +16,12 @@ import urllib.parse
 import urllib.request
 
 import pytest
-from conftest import LOCALHOST, WAIT, read_line, wait_until
 from prometheus_client.parser import text_string_to_metric_families
-from test_tls import certificates  # noqa: F401 (a fixture: a throw-away CA and a certificate for 127.0.0.1)
 
 import eventservice
+from conftest import LOCALHOST, WAIT, read_line, wait_until
 from eventservice.server.monitor import parse_address
+from test_tls import certificates  # noqa: F401 (a fixture: a throw-away CA and a certificate for 127.0.0.1)
 
 pytestmark = pytest.mark.network
 

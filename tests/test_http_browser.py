@@ -18,10 +18,10 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import LOCALHOST, WAIT, read_line, wait_until
-from test_http import MonitoredES
 
 import eventservice
+from conftest import LOCALHOST, WAIT, read_line, wait_until
+from test_http import MonitoredES
 
 pytestmark = pytest.mark.network
 

@@ -19,6 +19,7 @@ import threading
 import time
 
 import pytest
+
 from conftest import ROOT, WAIT, wait_until
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]

@@ -11,13 +11,13 @@ import subprocess
 import threading
 
 import pytest
-from conftest import LOCALHOST, WAIT, read_line
 from Pyro5 import errors
 from Pyro5.client import Proxy
-from test_examples import finish
 
 import eventservice
+from conftest import LOCALHOST, WAIT, read_line
 from eventservice.client.subscriber import SubscriberDaemon
+from test_examples import finish
 
 pytestmark = pytest.mark.network
 

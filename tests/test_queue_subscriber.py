@@ -10,9 +10,9 @@ import queue
 import threading
 
 import pytest
-from conftest import WAIT, wait_until
 
 import eventservice
+from conftest import WAIT, wait_until
 from eventservice import aio
 from eventservice.client.queue import QueueClosedError, QueueSubscriber, _Buffer
 from eventservice.core.event import Event

@@ -9,10 +9,10 @@ import socket
 import threading
 
 import pytest
-from conftest import LOCALHOST, WAIT, read_line, wait_until
 from Pyro5 import errors
 
 import eventservice
+from conftest import LOCALHOST, WAIT, read_line, wait_until
 
 pytestmark = pytest.mark.network
 

@@ -17,11 +17,11 @@ import threading
 import time
 
 import pytest
-from conftest import LOCALHOST, WAIT, Collector, read_line, wait_until
 from Pyro5 import errors
 from Pyro5.client import Proxy
 
 import eventservice
+from conftest import LOCALHOST, WAIT, Collector, read_line, wait_until
 from eventservice.core.config import Settings
 from eventservice.pyro import naming
 from eventservice.pyro.auth import Authenticator

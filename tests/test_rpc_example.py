@@ -4,10 +4,10 @@ from __future__ import annotations
 import signal
 
 import pytest
-from conftest import WAIT, read_line
 from Pyro5 import errors
 from Pyro5.api import Proxy
 
+from conftest import WAIT, read_line
 from eventservice.pyro.naming import locate_ns
 
 pytestmark = pytest.mark.network

@@ -5,8 +5,8 @@ import logging
 import subprocess
 
 import pytest
-from conftest import LOCALHOST, read_line, wait_until
 
+from conftest import LOCALHOST, read_line, wait_until
 from eventservice.core.config import Settings, from_environment
 from eventservice.server.statslog import StatsLogger, format_stats
 

@@ -236,7 +236,7 @@ class Subscriber(pyro3.Pyro3ObjectMethods, Client):
 
     def event(self, event: Event) -> None:
         """Called for every event received; override it. The default prints the event, as Pyro3's did."""
-        print(event, flush=True)
+        print(event, flush=True)  # noqa: T201  Pyro3 compatibility: its default event() printed
 
     def esReconnected(self) -> None:
         """Called after the subscriber subscribed again on a new (or restarted) Event Service; override it.

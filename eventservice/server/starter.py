@@ -20,8 +20,8 @@ from ..pyro import auth, naming
 from ..pyro.daemon import BoundedRequestsMixin, ConnectionGuardMixin
 from ..pyro.naming import EVENTSERVER_NAME
 from .loop import LoopDaemon
-from .registration import RegistrationWatcher
 from .monitor import Monitor
+from .registration import RegistrationWatcher
 from .service import EventService
 from .statslog import StatsLogger
 

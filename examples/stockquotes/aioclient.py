@@ -16,9 +16,9 @@ import sys
 import time
 
 from Pyro5.errors import PyroError
-from quotes import DEFAULT_PATTERN, add_connection_options
 
 from eventservice import aio
+from quotes import DEFAULT_PATTERN, add_connection_options
 
 
 async def follow(patterns: list[str], count: int | None, ident: str | None, es_uri: str | None) -> int:
