@@ -18,7 +18,7 @@ import pytest
 from Pyro5 import errors
 
 import eventservice
-from conftest import LOCALHOST, WAIT, read_line, wait_until
+from conftest import LOCALHOST, WAIT, flat_stats, read_line, wait_until
 from eventservice.core.config import Settings
 from eventservice.pyro import naming
 
@@ -124,7 +124,7 @@ class Node:
         self.thread.start()
 
     def stats(self) -> dict:
-        return self.service.stats()
+        return flat_stats(self.service)
 
     def stop(self) -> None:
         self.starter.shutdown()
@@ -402,7 +402,7 @@ def spawn_node(processes, url: str, ns_port: int, queuesize: int | None = None) 
 
 def node_stats(uri: str) -> dict:
     with naming.es_proxy(uri) as es:
-        return es.stats()
+        return flat_stats(es.stats())
 
 
 def test_nodes_register_under_their_own_names_and_clients_find_a_live_one(redis_server, nameserver, processes):
