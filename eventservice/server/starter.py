@@ -40,6 +40,16 @@ class _AuthNameServerDaemon(ConnectionGuardMixin, BoundedRequestsMixin, auth.Aut
         super().__init__(host, port, idle_timeout=idle_timeout)
 
 
+class _SelectorHandle:
+    """Something to select() on that is readable whenever the Event Service has work (an epoll selector's fd)."""
+
+    def __init__(self, selector: t.Any) -> None:
+        self._selector = selector
+
+    def fileno(self) -> int:
+        return int(self._selector.fileno())
+
+
 class EventServiceStarter:
     """Runs an Event Service in this process, as Pyro3's starter did.
 
@@ -180,11 +190,16 @@ class EventServiceStarter:
     def getServerSockets(self) -> list[t.Any]:
         """The sockets to select on for reading when serving from your own loop (Pyro3's name).
 
-        Pass the ready ones to ``daemon.events(ready)``, or call ``handleRequests(0)``.
-        Ask again each round if the daemon's set of sockets may change.
+        Call ``handleRequests(0)`` when one is ready. The Event Service serves every
+        connection from one selector, so this is one object standing for all of them
+        (the selector's own file descriptor, readable whenever any connection is):
+        a list taken once, as Pyro3 programs do, stays right as clients come and go.
         """
         if self.daemon is None:
             raise RuntimeError("initialize() the Event Service first")
+        selector = getattr(self.daemon.transportServer, "selector", None)
+        if selector is not None and hasattr(selector, "fileno"):
+            return [_SelectorHandle(selector)]
         return list(self.daemon.sockets)
 
     def mustContinueRunning(self) -> bool:
