@@ -12,7 +12,7 @@ import pytest
 from Pyro5 import errors
 
 import eventservice
-from conftest import LOCALHOST, WAIT, read_line, wait_until
+from conftest import LOCALHOST, WAIT, flat_stats, read_line, wait_until
 
 pytestmark = pytest.mark.network
 
@@ -114,7 +114,7 @@ def test_subscriber_dropped_on_purpose_by_a_live_es_is_left_to_the_heartbeat(es,
     subscriber.heartbeat = 0
     subscriber.listenInThread()
     subscriber.subscribe("DROPPED")
-    wait_until(lambda: es.service.stats()["connected"] == 1, message="the ES to connect to the subscriber")
+    wait_until(lambda: flat_stats(es.service)["connected"] == 1, message="the ES to connect to the subscriber")
     with subscriber.getES() as service:
         service.unsubscribeAll(subscriber.getProxy())
     wait_until(lambda: any("dropped this subscriber" in record.getMessage() for record in caplog.records),
