@@ -8,8 +8,10 @@ Fails (exit 1, saying what is wrong) unless
     (a new subpackage cannot go missing);
   - in a fresh venv with only the wheel and its dependencies, every module of the
     installed package imports (walked with pkgutil), from the venv and not from
-    this checkout;
-  - the installed ``es --help`` runs and prints its usage.
+    this checkout; a module that needs an optional extra may instead fail with an
+    ImportError that tells the user which extra to install;
+  - the installed ``es --help`` runs and prints its usage;
+  - with every optional extra installed too, every module imports.
 Needs a package index (the build backend and the dependencies are installed from it),
 which is why .ci/run runs it rather than the test suite, whose tests stay on 127.0.0.1.
 """
@@ -36,10 +38,20 @@ assert Path(sys.prefix).resolve() in home.parents, f"eventservice imported from 
 assert (home / "py.typed").is_file(), "py.typed is not installed"
 names = [info.name for info in pkgutil.walk_packages(eventservice.__path__, "eventservice.")
          if info.name.rsplit(".", 1)[-1] != "__main__"]  # importing a __main__ would run it
+strict = sys.argv[1] == "strict"
+needs_extra = []
 for name in names:
-    importlib.import_module(name)
-print(len(names) + 1)
+    try:
+        importlib.import_module(name)
+    except ImportError as error:
+        if strict or "pip install 'eventservice[" not in str(error):
+            raise
+        needs_extra.append(name)
+print(len(names) + 1 - len(needs_extra), len(needs_extra))
 """
+
+#: the optional extras a user may install (setup.py's extras_require, less the test and dev tools)
+RUNTIME_EXTRAS = ("fast", "monitoring", "redis")
 
 
 def _run(command: list[str], **kwargs: t.Any) -> subprocess.CompletedProcess[str]:
@@ -65,15 +77,24 @@ def check(python: str) -> list[str]:
         bin_dir = venv / ("Scripts" if sys.platform == "win32" else "bin")
         _run([str(bin_dir / "python"), "-m", "pip", "install", "--quiet", str(wheel)])
         # run from the temporary folder, so that this checkout is not on sys.path
-        imported = subprocess.run([str(bin_dir / "python"), "-c", IMPORT_ALL], cwd=work, text=True, capture_output=True)
+        imported = subprocess.run([str(bin_dir / "python"), "-c", IMPORT_ALL, "lenient"], cwd=work,
+                                  text=True, capture_output=True)
         if imported.returncode != 0:
             problems.append(f"importing the installed modules failed:\n{imported.stderr.strip()}")
         usage = subprocess.run([str(bin_dir / "es"), "--help"], cwd=work, text=True, capture_output=True)
         if usage.returncode != 0 or not usage.stdout.startswith("usage: es"):
             problems.append(f"es --help exited {usage.returncode}:\n{usage.stdout}{usage.stderr}".strip())
+        _run([str(bin_dir / "python"), "-m", "pip", "install", "--quiet", f"{wheel}[{','.join(RUNTIME_EXTRAS)}]"])
+        with_extras = subprocess.run([str(bin_dir / "python"), "-c", IMPORT_ALL, "strict"], cwd=work,
+                                     text=True, capture_output=True)
+        if with_extras.returncode != 0:
+            problems.append(f"with the extras {RUNTIME_EXTRAS} installed, importing the installed modules failed:\n"
+                            f"{with_extras.stderr.strip()}")
         if not problems:
+            plain, optional = imported.stdout.split()
             print(f"check_wheel: {wheel.name} ({len(shipped)} files) installed with {python}: "
-                  f"{imported.stdout.strip()} modules import, es --help runs")
+                  f"{plain} modules import, {optional} more ask for an extra by name; es --help runs; "
+                  f"with the extras {', '.join(RUNTIME_EXTRAS)} all {with_extras.stdout.split()[0]} import")
     return problems
 
 
