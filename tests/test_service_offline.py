@@ -11,7 +11,7 @@ from Pyro5.errors import TimeoutError as PyroTimeoutError
 
 from eventservice.core.config import Settings
 from eventservice.server.delivery import Dispatcher
-from eventservice.server.service import PARKING, EventService
+from eventservice.server.service import COSTLY_SUBJECTS, PARKING, EventService, costly_batch, costly_publish
 
 
 class OfflineDispatcher(Dispatcher):
@@ -164,3 +164,18 @@ def test_publish_checks_its_arguments(service_factory):
     with pytest.raises(TypeError, match="Pyro callback object"):
         service.subscribe("A", object())
     assert service.stats()["counters"]["published"] == 0
+
+
+def test_costly_publishes_are_told_apart_from_cheap_ones_without_validating_them():
+    """Which publishes the loop hands to a worker thread: more than COSTLY_SUBJECTS subjects in one call or batch."""
+    many = [f"s{number}" for number in range(COSTLY_SUBJECTS + 1)]
+    assert not costly_publish(("one.subject", 1), {})
+    assert not costly_publish((many[:-1], 1), {})
+    assert costly_publish((many, 1), {})
+    assert costly_publish((), {"subjects": tuple(many), "message": 1})
+    assert not costly_publish((42, 1), {})  # malformed: refused at once by publish itself, on the loop
+    assert not costly_batch(([[subject, 1] for subject in many[:-1]],), {})
+    assert costly_batch(([[subject, 1] for subject in many],), {})
+    assert costly_batch(([[many[:40], 1], [many[40:], 1]],), {})  # few items, many subjects in all
+    assert not costly_batch(("not a list",), {})
+    assert not costly_batch(([None, [], "x", [many[:3], 1]],), {})

@@ -12,9 +12,10 @@ Requests:
 - the skeletons' publishes (plain marshalled calls of ``serve_directly``
   methods) are answered right here, past Pyro5's general request handling;
 - any other request (any serializer, any exposed method) goes to Pyro5's
-  ``Daemon.handleRequest``, on the loop too, except calls of methods that may
-  block (``blocking_methods``: checking a new pattern in the helper process),
-  which run in a few worker threads while their connection waits;
+  ``Daemon.handleRequest``, on the loop too;
+- except calls that may block or take long (``serve_in_thread``: checking a
+  new pattern in the helper process, a publish naming many subjects), direct
+  or not, which run in a few worker threads while their connection waits;
 - a publish that meets a full queue under the blocking policy *parks* its
   client: the reply waits and the loop stops reading from that connection
   until the queues have room again (or their subscribers are removed). No
@@ -47,7 +48,7 @@ from .delivery import Dispatcher
 from .mailbox import Mailbox
 from .service import PARKING
 
-__all__ = ["EventLoop", "LoopDaemon"]
+__all__ = ["CallPredicate", "EventLoop", "LoopDaemon"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,9 @@ ACCEPTS_PER_ROUND = 64
 MAX_BACKLOG = 1 << 20
 #: threads for requests that may block
 WORKERS = 8
+
+#: decides from a call's (args, kwargs) whether it runs in a worker thread
+CallPredicate = t.Callable[[t.Sequence[t.Any], t.Mapping[str, t.Any]], bool]
 
 # connection states
 _TLS, _CONNECT, _READY, _BUSY, _PARKED, _CLOSING, _CLOSED = range(7)
@@ -118,7 +122,8 @@ class EventLoop:
         self.idle_timeout = idle_timeout
         self.max_connections = max_connections
         self.direct_calls: dict[tuple[str, str], t.Callable[..., t.Any]] = {}
-        self.blocking_methods: set[str] = set()
+        #: methods whose calls run in a worker thread: always (None) or when the predicate holds for (args, kwargs)
+        self.blocking_methods: dict[str, CallPredicate | None] = {}
         self.sock = socketutil.create_socket(bind=(host, port), reuseaddr=pyro_config.SOCK_REUSE, timeout=None,
                                              noinherit=True, nodelay=pyro_config.SOCK_NODELAY)
         self.sock.setblocking(False)
@@ -140,7 +145,7 @@ class EventLoop:
         self._selector.register(self._wake_receiver, selectors.EVENT_READ, None)
         self._ready: collections.deque[_Client] = collections.deque()  # clients with work for the loop (thread-safe)
         self._finished: collections.deque[tuple[_Client, bytes, list[t.Any], bool]] = collections.deque()
-        self._workers = ConnectorPool(self._work, WORKERS, name="es-request")
+        self._workers = ConnectorPool(_run, WORKERS, name="es-request")
         self._next_reap = time.monotonic()
         self._dispatcher: Dispatcher | None = None
         self.shutting_down = False
@@ -397,23 +402,24 @@ class EventLoop:
         if (header.type == protocol.MSG_INVOKE and not header.flags and header.serializer_id == _MARSHAL_ID
                 and not header.annotations_size):
             try:
-                object_id, method, args, kwargs = marshal.loads(payload)
+                call = marshal.loads(payload)
+                object_id, method, args, kwargs = call
             except (ValueError, EOFError, TypeError):
-                pass  # Pyro5 reports it
+                call = None  # Pyro5 reports it
             else:
                 function = self.direct_calls.get((object_id, method))
                 if function is not None and not kwargs and isinstance(args, (list, tuple)):
-                    self._direct(client, header.seq, function, args)
+                    if self._in_worker(method, args, kwargs):
+                        self._start_work(client, self._work_direct, client, header.seq, function, args)
+                    else:
+                        self._send_result(client, *self._call_direct(client, header.seq, function, args))
                     return
-                call = method
         elif header.type == protocol.MSG_INVOKE and self.blocking_methods:
-            call = _method_of(header, payload)
+            call = _call_of(header, payload)
         conn = client.conn
         conn.pending = raw
-        if call in self.blocking_methods:
-            client.state = _BUSY
-            self._update_watch(client)
-            self._workers.submit(client, raw)
+        if call is not None and self._in_worker(call[1], call[2], call[3]):
+            self._start_work(client, self._work, client)
             return
         full: list[t.Any] = []
         PARKING.full = full
@@ -426,9 +432,11 @@ class EventLoop:
             return
         finally:
             PARKING.full = None
-        self._reply(client, conn.take_output(), full)
+        self._send_result(client, conn.take_output(), full)
 
-    def _direct(self, client: _Client, seq: int, function: t.Callable[..., t.Any], args: t.Any) -> None:
+    def _call_direct(self, client: _Client, seq: int, function: t.Callable[..., t.Any],
+                     args: t.Any) -> tuple[bytes, list[t.Any]]:
+        """Run a direct call: its answer's bytes, and the full queues its publish met."""
         full: list[t.Any] = []
         PARKING.full = full
         try:
@@ -439,9 +447,9 @@ class EventLoop:
             output = conn.take_output()
         finally:
             PARKING.full = None
-        self._reply(client, output, full)
+        return output, full
 
-    def _reply(self, client: _Client, output: bytes, full: list[t.Any]) -> None:
+    def _send_result(self, client: _Client, output: bytes, full: list[t.Any]) -> None:
         if full:
             client.state = _PARKED
             client.waiting = full
@@ -473,9 +481,29 @@ class EventLoop:
         self._ready.append(client)
         self.wakeup()
 
-    # -- worker threads (requests that may block) -----------------------------
+    # -- worker threads (requests that may block or take long) -------------------
 
-    def _work(self, client: _Client, raw: bytes) -> None:
+    def _in_worker(self, method: str, args: t.Any, kwargs: t.Any) -> bool:
+        if method not in self.blocking_methods:
+            return False
+        when = self.blocking_methods[method]
+        try:
+            return when is None or when(args, kwargs if isinstance(kwargs, dict) else {})
+        except Exception:  # malformed arguments: the method itself refuses them, at once
+            return False
+
+    def _start_work(self, client: _Client, work: t.Callable[..., None], *args: t.Any) -> None:
+        """Run ``work(*args)`` in a worker; the client is not read from until it has its answer."""
+        client.state = _BUSY
+        self._update_watch(client)
+        self._workers.submit(work, *args)
+
+    def _work_direct(self, client: _Client, seq: int, function: t.Callable[..., t.Any], args: t.Any) -> None:
+        output, full = self._call_direct(client, seq, function, args)
+        self._finished.append((client, output, full, False))
+        self.wakeup()
+
+    def _work(self, client: _Client) -> None:
         conn = client.conn
         full: list[t.Any] = []
         ended = False
@@ -496,7 +524,7 @@ class EventLoop:
             self._close_after_sending(client)
             return
         client.state = _READY
-        self._reply(client, output, full)
+        self._send_result(client, output, full)
         if client.state == _READY:
             self._serve(client)
 
@@ -592,17 +620,22 @@ class EventLoop:
             self._close(client)
 
 
-def _method_of(header: compat.Header, payload: bytes) -> str | None:
-    """The method a request calls (None if it does not say): decides where a request runs."""
+def _call_of(header: compat.Header, payload: bytes) -> tuple[t.Any, str, t.Any, t.Any] | None:
+    """(object id, method, args, kwargs) of a request (None if it does not say): decides where a request runs."""
     if header.flags & protocol.FLAGS_KEEPSERIALIZED:
         return None
     serializer = serializers.serializers_by_id.get(header.serializer_id)
     if serializer is None or header.flags & protocol.FLAGS_COMPRESSED:
         return None
     try:
-        return t.cast(str, serializer.loadsCall(payload[header.annotations_size:])[1])
+        call = serializer.loadsCall(payload[header.annotations_size:])
     except Exception:
         return None  # Pyro5 reports it
+    return call if isinstance(call, tuple) and len(call) == 4 and isinstance(call[1], str) else None
+
+
+def _run(work: t.Callable[..., None], *args: t.Any) -> None:
+    work(*args)
 
 
 class LoopDaemon(AuthDaemonMixin, Daemon):
@@ -628,9 +661,10 @@ class LoopDaemon(AuthDaemonMixin, Daemon):
         """Answer plain marshalled calls of ``method`` on ``object_id`` with ``function(*args)``, on the loop."""
         self.transportServer.direct_calls[(object_id, method)] = function
 
-    def serve_in_thread(self, method: str) -> None:
-        """Run calls of ``method`` (of any object) in a worker thread: it may block."""
-        self.transportServer.blocking_methods.add(method)
+    def serve_in_thread(self, method: str, when: CallPredicate | None = None) -> None:
+        """Run calls of ``method`` (of any object) in a worker thread: it may block, or take long when ``when(args,
+        kwargs)`` holds (checked on the loop, so it must be cheap). Calls of one connection still run in order."""
+        self.transportServer.blocking_methods[method] = when
 
     def wakeup(self) -> None:
         """Make a running requestLoop check its loop condition now."""

@@ -27,7 +27,7 @@ from .delivery import Dispatcher
 from .mailbox import Mailbox
 from .patterncheck import PatternChecker
 
-__all__ = ["PARKING", "EventService", "subscriber_key"]
+__all__ = ["COSTLY_SUBJECTS", "PARKING", "EventService", "costly_batch", "costly_publish", "subscriber_key"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,30 @@ class _Parking(threading.local):
 
 
 PARKING = _Parking()
+
+#: a publish (or publishBatch) naming more subjects than this is matched off the event loop: its
+#: matching may take long (every new subject meets every pattern), and other publishers must not wait
+COSTLY_SUBJECTS = 64
+
+
+def _subject_count(subjects: t.Any) -> int:
+    return len(subjects) if isinstance(subjects, (list, tuple)) else 1
+
+
+def costly_publish(args: t.Sequence[t.Any], kwargs: t.Mapping[str, t.Any]) -> bool:
+    """Whether the call ``publish(*args, **kwargs)`` names so many subjects that it should not run on the loop."""
+    subjects = args[0] if args else kwargs.get("subjects")
+    return _subject_count(subjects) > COSTLY_SUBJECTS
+
+
+def costly_batch(args: t.Sequence[t.Any], kwargs: t.Mapping[str, t.Any]) -> bool:
+    """Whether the call ``publishBatch(*args, **kwargs)`` names so many subjects that it should not run on the loop."""
+    items = args[0] if args else kwargs.get("items")
+    if not isinstance(items, (list, tuple)):
+        return False  # refused at once
+    if len(items) > COSTLY_SUBJECTS:
+        return True
+    return sum(_subject_count(item[0]) for item in items if isinstance(item, (list, tuple)) and item) > COSTLY_SUBJECTS
 
 
 def subscriber_key(subscriber: t.Any) -> str:

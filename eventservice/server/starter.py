@@ -22,7 +22,7 @@ from ..pyro.naming import EVENTSERVER_NAME
 from .loop import LoopDaemon
 from .monitor import Monitor
 from .registration import RegistrationWatcher
-from .service import EventService
+from .service import EventService, costly_batch, costly_publish
 from .statslog import StatsLogger
 
 __all__ = ["AlreadyRunningError", "EventServiceStarter"]
@@ -156,6 +156,8 @@ class EventServiceStarter:
             for method in ("publish", "publishBatch"):  # the skeletons' marshalled publishes
                 self.daemon.serve_directly(EVENTSERVER_NAME, method, getattr(self.service, method))
             self.daemon.serve_in_thread("subscribeMatch")  # checks new patterns in a helper process
+            self.daemon.serve_in_thread("publish", when=costly_publish)  # many subjects: long matching
+            self.daemon.serve_in_thread("publishBatch", when=costly_batch)
             self.service.connections = self.daemon.transportServer.connections
             self.service.deliver_from(self.daemon.transportServer)
             if self.settings.http:
