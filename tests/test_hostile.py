@@ -656,6 +656,32 @@ def test_oversized_message_is_refused_naming_the_limit(guarded):
     guard.check()
 
 
+def test_oversized_message_to_an_es_process_is_refused_at_once_not_retried(guarded_process):
+    """Across processes the ES drops the connection on a too-large publish; the Publisher, which reconnects at
+    once, must not take that for an outage and retry for reconnectTimeout: ValueError naming the limit, then on."""
+    guard = guarded_process("--max-message-size", "100000")
+    outcome: queue.Queue = queue.Queue()
+
+    def publish_too_much() -> None:
+        with eventservice.Publisher(esURI=guard.running.uri, reconnectTimeout=600) as publisher:
+            for size in (200_000, 2_000_000):  # refused from the header; refused while still sending
+                try:
+                    publisher.publish(GOOD, "x" * size)
+                except Exception as error:
+                    outcome.put(error)
+            outcome.put(publisher.publish("nobody.listens", "small"))  # the same Publisher goes on
+
+    sender = threading.Thread(target=publish_too_much, name="too-large", daemon=True)
+    sender.start()
+    sender.join(6 * WAIT)  # far less than the 600 s a retried publish would wait
+    assert not sender.is_alive(), "the too-large publish was retried as if the ES were down"
+    for _ in range(2):
+        error = outcome.get_nowait()
+        assert isinstance(error, ValueError) and "max_message_size" in str(error), repr(error)
+    assert outcome.get_nowait() == 0
+    guard.check()
+
+
 def test_oversized_frame_is_refused_from_its_header(guarded):
     """A frame announcing more than the limit is refused at once, not read (or waited for) first."""
     guard = guarded(max_message_size=100_000)  # idle_timeout stays 60 s: only the size check can end it

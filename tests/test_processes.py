@@ -319,7 +319,7 @@ def test_es_serves_500_concurrent_client_connections(pyro_settings, processes, c
 def test_starter_shutdown_drops_connected_publishers(start_es):
     """After an in-process ES shuts down, a connected Publisher gets an error instead of a silent 0."""
     es = start_es(use_ns=False)
-    publisher = eventservice.Publisher(esURI=es.uri)
+    publisher = eventservice.Publisher(esURI=es.uri, reconnectTimeout=0)  # no waiting for an ES to come back
     assert publisher.publish("SHUTDOWN.TEST", "before") == 0
     es.stop()
     with pytest.raises(errors.CommunicationError):

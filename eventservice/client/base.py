@@ -73,8 +73,8 @@ class Client:
                 try:
                     return self._invoke(method, args, serializer)
                 except errors.CommunicationError as error:  # lost or refused connection: the ES may have restarted
-                    if isinstance(error, (errors.TimeoutError, auth.PassphraseError)):
-                        raise
+                    if isinstance(error, (errors.TimeoutError, auth.PassphraseError, errors.ProtocolError)):
+                        raise  # a timeout, a refused passphrase, a request too large to send: retrying cannot help
                     log.info("Event Service connection failed (%s); looking it up again", error)
                     return self._call_again(method, args, serializer, retry_for)
             finally:
@@ -91,10 +91,19 @@ class Client:
         attempts = 0
         while True:
             attempts += 1
+            reached = False
             try:
                 self._reconnect()
+                if self._es._pyroConnection is None:
+                    self._es._pyroBind()  # connects and proves the passphrase
+                reached = True
                 result = self._invoke(method, args, serializer)
             except (errors.CommunicationError, errors.NamingError) as error:
+                if reached and isinstance(error, errors.CommunicationError):
+                    # a reachable ES dropped this very call again: it refuses the request (too large, say);
+                    # waiting for it to come back would only delay the error by reconnectTimeout
+                    raise errors.CommunicationError(f"the Event Service closed the connection on {method} again, "
+                                                    f"right after it accepted a new one: {error}") from error
                 if isinstance(error, (errors.TimeoutError, auth.PassphraseError)):
                     raise
                 remaining = deadline - time.monotonic()
