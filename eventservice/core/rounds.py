@@ -4,26 +4,25 @@ The loop works in rounds: it starts a call to every subscriber with events,
 then starts the next round once every call of this one has been answered, or
 ``round_seconds`` after it began, whichever is first. Replies that come early
 wait for the round's end, so what arrives meanwhile goes out in one batch.
-Under sustained fan-out load (rounds of several calls, each carrying more
-than one event on average) rounds also start at most every ``linger``
-seconds: calls get fewer and bigger, which keeps the CPU per event low; an
-idle service delivers at once. A wide round (``wide`` calls or more) keeps
-the next one at most ``wide_linger`` away even while calls carry one event
-each: back-to-back publishes to many subscribers then share calls, and
-events further apart than that (say 200/s) are not held at all. A subscriber that does not answer holds up one
-round by ``round_seconds`` and nothing after that. Pure: times are passed in.
+Rounds start at most every ``gap`` seconds (2 ms): back-to-back publishes
+then share calls, to one subscriber or to many, which is what keeps the CPU
+per event low under load; an event that comes longer than that after the last
+round (say at 200/s), and anything on an idle service, goes out at once. Under
+sustained fan-out load (rounds of several calls, each carrying more than one
+event on average) rounds start at most every ``linger`` seconds: calls get
+fewer and bigger still. A subscriber that does not answer holds up one round
+by ``round_seconds`` and nothing after that. Pure: times are passed in.
 """
 from __future__ import annotations
 
-__all__ = ["IDLE_ROUND_GAP", "ROUND_SECONDS", "WIDE_LINGER", "WIDE_ROUND", "Rounds"]
+__all__ = ["IDLE_ROUND_GAP", "ROUND_GAP", "ROUND_SECONDS", "Rounds"]
 
 #: longest a round of calls holds back the next one
 ROUND_SECONDS = 0.001
 #: a pause between rounds this long means the load is over: delivery no longer lingers
 IDLE_ROUND_GAP = 0.1
-#: a round of this many calls or more is wide: the next one waits up to WIDE_LINGER (at most ``linger``)
-WIDE_ROUND = 8
-WIDE_LINGER = 0.002
+#: rounds start at most this often (at most every ``linger``): events closer together share calls
+ROUND_GAP = 0.002
 
 
 class Rounds:
@@ -41,23 +40,21 @@ class Rounds:
         "number",
         "pending",
         "round_seconds",
+        "gap",
         "started",
-        "wide",
-        "wide_linger",
     )
 
     def __init__(self, linger: float, round_seconds: float = ROUND_SECONDS, idle_gap: float = IDLE_ROUND_GAP,
-                 wide: int = WIDE_ROUND, wide_linger: float = WIDE_LINGER) -> None:
+                 gap: float = ROUND_GAP) -> None:
         self.linger = linger
-        self.wide = wide
-        self.wide_linger = min(wide_linger, linger)
+        self.gap = min(gap, linger)
         self.round_seconds = round_seconds
         self.idle_gap = idle_gap
         self.number = 0  #: the current round
         self.pending = 0  #: its calls still unanswered
         self.events = 0  #: events its calls carry
         self.started = float("-inf")  #: when it started
-        self.lingering = 0.0  #: the spacing in force: ``linger`` under load, else 0
+        self.lingering = 0.0  #: the spacing in force: ``linger`` under fan-out load, else ``gap``
         self.load = 1.0  #: events per call, averaged over the last rounds
 
     def ends(self) -> float:
@@ -95,10 +92,5 @@ class Rounds:
         """Every call of the round is out: update the load and decide whether the next round lingers."""
         if self.pending:
             self.load = (self.load + self.events / self.pending) / 2
-        # a lone subscriber keeps up without lingering, which would only delay its events
-        if self.load > 1.5 and self.pending > 1:
-            self.lingering = self.linger
-        elif self.pending >= self.wide:
-            self.lingering = self.wide_linger
-        else:
-            self.lingering = 0.0
+        # the full linger only for fan-out: a lone subscriber's bigger batches would only delay its events
+        self.lingering = self.linger if self.load > 1.5 and self.pending > 1 else self.gap
