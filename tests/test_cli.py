@@ -89,3 +89,21 @@ def test_unknown_environment_name_is_one_line_and_status_one():
     [line] = done.stderr.splitlines()
     assert line.startswith("es: cannot start: unknown environment variable EVENTSERVICE_QUEUSIZE;")
     assert "EVENTSERVICE_QUEUESIZE" in line
+
+
+def test_secret_files_that_cannot_be_used_are_refused_by_option_name(capsys, tmp_path):
+    """--ident-file, --http-token-file, --backbone-password-file: a missing or empty file is one line naming the
+    option, status 1, no traceback; nothing is started."""
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    missing = str(tmp_path / "missing")
+    cases = [
+        (["--ident-file", missing], "cannot read --ident-file"),
+        (["--ident-file", str(empty)], "--ident-file " + str(empty) + " holds no passphrase"),
+        (["--http", "0", "--http-token-file", missing], "cannot read --http-token-file"),
+        (["--backbone", "redis://127.0.0.1:1", "--backbone-password-file", str(empty)], "holds no password"),
+    ]
+    for args, expected in cases:
+        assert server.main([*args, "-N", "-n", "127.0.0.1"]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("es: cannot start:") and expected in err and "Traceback" not in err, (args, err)

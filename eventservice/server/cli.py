@@ -74,22 +74,30 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _first_line(path: str, option: str, what: str) -> str:
+    """The secret on the first line of ``path``; ValueError naming the option if it cannot be read or is empty."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            line = file.readline().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"cannot read {option} {path}: {error}") from None
+    if not line:
+        raise ValueError(f"{option} {path} holds no {what} on its first line")
+    return line
+
+
 def main(args: list[str] | None = None) -> int:
     """The ``es`` command: parse options, start, print the URI, serve until Ctrl-C or SIGTERM."""
     options = _parser().parse_args(args)
     logging.basicConfig(level=logging.INFO if options.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    identification = options.identification
-    if options.ident_file:
-        with open(options.ident_file, encoding="utf-8") as file:
-            identification = file.readline().rstrip("\r\n")
     try:
+        identification = options.identification
+        if options.ident_file:
+            identification = _first_line(options.ident_file, "--ident-file", "passphrase")
         http_token = options.http_token
         if options.http_token_file:
-            with open(options.http_token_file, encoding="utf-8") as file:
-                http_token = file.readline().rstrip("\r\n")
-            if not http_token:
-                raise ValueError(f"--http-token-file {options.http_token_file} holds no token on its first line")
+            http_token = _first_line(options.http_token_file, "--http-token-file", "token")
         if options.ssl_cert or options.ssl_ca:
             if not (options.ssl_cert and options.ssl_ca):
                 raise ValueError("TLS needs both --ssl-cert and --ssl-ca")
@@ -121,8 +129,7 @@ def main(args: list[str] | None = None) -> int:
         if options.backbone_password_file:
             if not options.backbone:
                 raise ValueError("--backbone-password-file needs --backbone")
-            with open(options.backbone_password_file, encoding="utf-8") as file:
-                backbone_password = file.readline().rstrip("\r\n")
+            backbone_password = _first_line(options.backbone_password_file, "--backbone-password-file", "password")
         starter = EventServiceStarter(identification, settings, options.backbone, backbone_password)
         uri = starter.initialize(options.hostname, options.port, options.use_ns, options.embedded_ns,
                                  options.ns_host, options.ns_port)
