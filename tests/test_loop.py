@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import select
 import threading
+import time
 
 import eventservice
 from conftest import LOCALHOST, WAIT
+from eventservice.server.loop import _Alarm
 
 
 def test_own_select_loop_serves_publishes_and_deliveries(pyro_settings, nameserver, collectors):
@@ -35,3 +37,49 @@ def test_own_select_loop_serves_publishes_and_deliveries(pyro_settings, nameserv
         thread.join(WAIT)
         starter.shutdown()
 
+
+
+def test_own_loop_that_serves_only_ready_sockets_gets_every_spaced_delivery(pyro_settings, nameserver, collectors):
+    """Pyro3 programs call events() only when a socket is ready. Deliveries that wait for their round (back-to-back
+    publishes share calls 2 ms apart) must still go out: the ES makes one of its sockets ready when they are due."""
+    starter = eventservice.EventServiceStarter()
+    starter.initialize(LOCALHOST, 0, useNameServer=True, nsHost=LOCALHOST, nsPort=nameserver.port)
+    stop = threading.Event()
+
+    def own_loop():
+        daemon = starter.daemon
+        while not stop.is_set():
+            ready, _, _ = select.select(daemon.sockets, [], [], 0.05)
+            if ready:  # never called just because time passed
+                daemon.events(ready)
+
+    thread = threading.Thread(target=own_loop, daemon=True)
+    thread.start()
+    try:
+        subscriber = collectors()
+        subscriber.subscribe("OWN.BURST")
+        with eventservice.Publisher() as publisher:
+            for pair in range(10):  # the second of two back-to-back publishes waits for the round gap, then silence
+                assert [publisher.publish("OWN.BURST", 2 * pair + step) for step in range(2)] == [1, 1]
+                assert [event.msg for event in subscriber.take(2)] == [2 * pair, 2 * pair + 1]
+    finally:
+        stop.set()
+        thread.join(WAIT)
+        starter.shutdown()
+
+
+def test_alarm_rings_when_due_and_a_sooner_time_replaces_a_later_one():
+    """The own loop's timer: rings once per time set, at once for a time past; None cancels."""
+    rang = threading.Semaphore(0)
+    alarm = _Alarm(rang.release)
+    try:
+        alarm.ring_at(time.monotonic())  # due now
+        assert rang.acquire(timeout=WAIT)
+        alarm.ring_at(time.monotonic() + 3600)
+        alarm.ring_at(time.monotonic() + 0.01)  # sooner: replaces the hour
+        assert rang.acquire(timeout=WAIT)
+        alarm.ring_at(time.monotonic() + 0.05)
+        alarm.ring_at(None)  # cancelled before it was due
+        assert not rang.acquire(timeout=0.3)
+    finally:
+        alarm.stop()

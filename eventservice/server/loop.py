@@ -34,6 +34,7 @@ import marshal
 import selectors
 import socket
 import ssl
+import threading
 import time
 import typing as t
 
@@ -148,6 +149,7 @@ class EventLoop:
         self._workers = ConnectorPool(_run, WORKERS, name="es-request")
         self._next_reap = time.monotonic()
         self._dispatcher: Dispatcher | None = None
+        self._alarm: _Alarm | None = None  # for callers' own loops only (events())
         self.shutting_down = False
 
     def drive(self, dispatcher: Dispatcher) -> None:
@@ -187,8 +189,9 @@ class EventLoop:
     def events(self, eventsockets: t.Iterable[t.Any]) -> None:
         """Serve what is ready on ``eventsockets`` (some of ``sockets``), for a caller's own select loop.
 
-        Such a loop should come round every few milliseconds while deliveries
-        linger under load (they start on the next call).
+        Such a loop sees sockets, not timers: when deliveries wait (rounds are
+        spaced, calls expire), an alarm makes a socket of ``sockets`` ready at
+        the time they are due, so the loop calls again.
         """
         watched = self._selector.get_map()
         for sock in eventsockets:
@@ -200,7 +203,11 @@ class EventLoop:
                 self._handle(key.fileobj, key.data, key.events)
         self._after_events()
         if self._dispatcher is not None:
-            self._dispatcher.run_due(time.monotonic())
+            now = time.monotonic()
+            due = self._dispatcher.run_due(now)
+            if self._alarm is None:
+                self._alarm = _Alarm(self.wakeup)
+            self._alarm.ring_at(None if due is None else now + due)
 
     def wakeup(self) -> None:
         """Make the loop look at its condition and its queues now."""
@@ -222,6 +229,8 @@ class EventLoop:
         for client in list(self._clients.values()):
             self._close(client)
         self._workers.stop()
+        if self._alarm is not None:
+            self._alarm.stop()
         for sock in (self.sock, self._wake_receiver, self._wake_sender):
             try:
                 self._selector.unregister(sock)
@@ -636,6 +645,49 @@ def _call_of(header: compat.Header, payload: bytes) -> tuple[t.Any, str, t.Any, 
 
 def _run(work: t.Callable[..., None], *args: t.Any) -> None:
     work(*args)
+
+
+class _Alarm:
+    """Calls ``ring()`` at a set time (monotonic) from a thread of its own: the timer a caller's own select loop
+    lacks. One thread, started at the first ``ring_at``; setting a new time replaces the old one."""
+
+    def __init__(self, ring: t.Callable[[], None]) -> None:
+        self._ring = ring
+        self._due: float | None = None
+        self._stopped = False
+        self._changed = threading.Condition(threading.Lock())
+        self._thread: threading.Thread | None = None
+
+    def ring_at(self, due: float | None) -> None:
+        """Ring at ``due`` (at once if it is past; None: not at all)."""
+        with self._changed:
+            sooner = due is not None and (self._due is None or due < self._due)
+            self._due = due  # a later time (or none): the thread finds it when it wakes for the old one
+            if self._thread is None and due is not None and not self._stopped:
+                self._thread = threading.Thread(target=self._run, name="es-own-loop-alarm", daemon=True)
+                self._thread.start()
+            elif sooner:
+                self._changed.notify()
+
+    def stop(self) -> None:
+        with self._changed:
+            self._stopped = True
+            self._changed.notify()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(5.0)
+
+    def _run(self) -> None:
+        with self._changed:
+            while not self._stopped:
+                if self._due is None:
+                    self._changed.wait()
+                    continue
+                delay = self._due - time.monotonic()
+                if delay > 0:
+                    self._changed.wait(delay)
+                    continue
+                self._due = None
+                self._ring()  # a write to the wake-up socket: never blocks
 
 
 class LoopDaemon(AuthDaemonMixin, Daemon):
