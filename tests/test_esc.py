@@ -113,6 +113,20 @@ def test_tail_json_lines_and_publish_values(es, processes):
     assert records[4]["msg"] in ({"data": "eA==", "encoding": "base64"}, "b'x'")  # serpent carries bytes as base64
 
 
+def test_tail_asks_for_drop_oldest_so_a_slow_terminal_never_slows_publishers(es, processes):
+    """esc tail subscribes with the drop-oldest policy (--full-queue), whatever the ES's default."""
+    for options, policy in (((), "drop-oldest"), (("--full-queue", "block"), "block")):
+        tail = start_tail(processes, "ESC.POLICY", "--count", "1", *options)
+        with eventservice.Publisher() as publisher:
+            es_proxy = publisher.getES()
+            policies = [entry["policy"] for entry in es_proxy.subscribers()]
+            es_proxy._pyroRelease()
+            assert policies == [policy], (options, policies)
+            publisher.publish("ESC.POLICY", 1)
+        finish(tail)
+        assert tail.returncode == esc.EXIT_OK
+
+
 def test_tail_with_nothing_follows_everything_and_ends_at_timeout(es, processes):
     tail = processes.spawn("bin/esc", "tail", "--timeout", "0.3")
     out, err = tail.communicate(timeout=WAIT)

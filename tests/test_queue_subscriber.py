@@ -251,6 +251,30 @@ def test_slow_consumer_back_pressure_reaches_the_es_drop_policy(start_es):
     assert sub.high_water == 3  # never above the bound
 
 
+def test_a_reader_that_asks_for_drop_oldest_never_slows_publishers_and_learns_its_losses(start_es):
+    """queuePolicy="drop-oldest" on a blocking ES: publishing never waits for the reader that does not read;
+    dropped_events() tells the reader what it lost, and what it keeps is the newest, in order."""
+    start_es(queuesize=5)  # the ES blocks by default: only this reader's own policy lets publishers through
+    total = 200
+    with eventservice.Publisher() as publisher, \
+            QueueSubscriber(subjects="QS.OLDEST", maxsize=3, queuePolicy="drop-oldest", queueSize=5) as sub:
+        for number in range(total):
+            publisher.publish("QS.OLDEST", number)  # would park at the full queue under "block"
+        received: list[int] = []
+
+        def drained() -> bool:
+            try:
+                while True:
+                    received.append(sub.get(timeout=0).msg)
+            except queue.Empty:
+                pass
+            return bool(received) and received[-1] == total - 1
+
+        wait_until(drained, message="the newest event at the reader")
+        dropped = sub.dropped_events()
+    assert received == sorted(received) and len(received) + dropped == total and dropped > 0, (received, dropped)
+
+
 def test_aio_publisher_keeps_call_order_and_aio_subscriber_receives(es):
     async def main() -> list:
         async with aio.Subscriber(subjects="QS.ORDER", maxsize=10) as sub, aio.Publisher() as publisher:

@@ -105,7 +105,7 @@ class Subscriber:
     """Receives events in asyncio code: ``async for event in subscriber`` or ``await subscriber.get()``.
 
     Takes the arguments of ``QueueSubscriber`` (subjects, patterns, ident,
-    esURI, maxsize, nsHost, nsPort) and is one underneath, built in a worker
+    esURI, maxsize, nsHost, nsPort, queuePolicy, queueSize) and is one underneath, built in a worker
     thread by ``connect()`` / ``async with``, so even connecting does not
     block the loop. Back-pressure is the QueueSubscriber's: at most
     ``maxsize`` events wait here; beyond that the ES's queue and its
@@ -114,8 +114,10 @@ class Subscriber:
 
     def __init__(self, subjects: Subjects | None = None, patterns: Subjects | None = None, ident: str | None = None,
                  esURI: str | core.URI | None = None, maxsize: int = DEFAULT_MAXSIZE,
-                 nsHost: str | None = None, nsPort: int | None = None) -> None:
-        self._make = functools.partial(QueueSubscriber, subjects, patterns, ident, esURI, maxsize, nsHost, nsPort)
+                 nsHost: str | None = None, nsPort: int | None = None,
+                 queuePolicy: str | None = None, queueSize: int | None = None) -> None:
+        self._make = functools.partial(QueueSubscriber, subjects, patterns, ident, esURI, maxsize, nsHost, nsPort,
+                                       queuePolicy, queueSize)
         self._queue: QueueSubscriber | None = None
         self._connecting: asyncio.Future[QueueSubscriber] | None = None
 

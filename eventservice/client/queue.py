@@ -128,8 +128,8 @@ class _Feeder(Subscriber):
     """The Subscriber inside a QueueSubscriber: event() fills the buffer."""
 
     def __init__(self, buffer: _Buffer, ident: str | None, esURI: str | core.URI | None,
-                 nsHost: str | None, nsPort: int | None) -> None:
-        super().__init__(ident, esURI, nsHost, nsPort)
+                 nsHost: str | None, nsPort: int | None, queuePolicy: str | None, queueSize: int | None) -> None:
+        super().__init__(ident, esURI, nsHost, nsPort, queuePolicy=queuePolicy, queueSize=queueSize)
         self._buffer = buffer
 
     def event(self, event: Event) -> None:
@@ -148,6 +148,9 @@ class QueueSubscriber:
         ES's queue for this subscriber and its full-queue policy take over
     :param nsHost: the name server's host (default: Pyro5's NS_HOST)
     :param nsPort: the name server's port (default: Pyro5's NS_PORT)
+    :param queuePolicy, queueSize: ask the ES for this full-queue policy and
+        size for this subscriber, as ``Subscriber`` does (e.g. "drop-oldest": a
+        reader that falls behind loses old events instead of slowing publishers)
 
     The constructor connects to the ES (a name-server lookup unless ``esURI``
     is given, one connect), makes one subscribe call per kind of subscription
@@ -167,9 +170,10 @@ class QueueSubscriber:
 
     def __init__(self, subjects: Subjects | None = None, patterns: Subjects | None = None, ident: str | None = None,
                  esURI: str | core.URI | None = None, maxsize: int = DEFAULT_MAXSIZE,
-                 nsHost: str | None = None, nsPort: int | None = None) -> None:
+                 nsHost: str | None = None, nsPort: int | None = None,
+                 queuePolicy: str | None = None, queueSize: int | None = None) -> None:
         self._buffer = _Buffer(maxsize)
-        self._subscriber = _Feeder(self._buffer, ident, esURI, nsHost, nsPort)
+        self._subscriber = _Feeder(self._buffer, ident, esURI, nsHost, nsPort, queuePolicy, queueSize)
         self._thread: threading.Thread | None = None
         try:
             if subjects:
@@ -210,6 +214,10 @@ class QueueSubscriber:
     @property
     def closed(self) -> bool:
         return self._buffer.closed
+
+    def dropped_events(self) -> int:
+        """How many events the ES dropped for this reader (see ``Subscriber.dropped_events``); one call to the ES."""
+        return self._subscriber.dropped_events()
 
     def qsize(self) -> int:
         """Events waiting here now."""

@@ -375,6 +375,13 @@ class Subscriber(pyro3.Pyro3ObjectMethods, Client):
             return
         raise AttributeError("Subscriber.daemon is the subscriber's own daemon and cannot be replaced")
 
+    def dropped_events(self) -> int:
+        """How many events the ES dropped for this subscriber, as its full-queue policy allowed (always 0 under
+        "block"); counted since it last joined the ES. One call to the ES."""
+        uri = str(self._callback_proxy()._pyroUri)
+        listing = self._call_es("subscribers", keep_connection=False)
+        return sum(int(entry.get("dropped", 0)) for entry in listing if entry.get("uri") == uri)
+
     def getProxy(self) -> t.Any:
         """A Pyro5 proxy to this subscriber's callback object (what the ES calls)."""
         return self._callback_proxy().__copy__()

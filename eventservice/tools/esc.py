@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import functools
 import json
 import logging
 import os
@@ -109,6 +110,9 @@ def _parser() -> argparse.ArgumentParser:
     tail.add_argument("-c", "--count", type=_positive_int, help="stop after N events")
     tail.add_argument("-t", "--timeout", type=_positive_float, help="stop after S seconds")
     tail.add_argument("--json", action="store_true", help="one JSON object a line: time, subject, msg")
+    tail.add_argument("--full-queue", choices=("drop-oldest", "drop", "block"), default="drop-oldest",
+                      help="what the Event Service does when this tail falls behind (default drop-oldest: it "
+                           "loses old events and says how many at the end; block slows the publishers instead)")
     tail.add_argument("-n", "--host", help="interface for the callbacks from the Event Service (default: Pyro5's HOST)")
 
     stats = commands.add_parser("stats", parents=[common], help="show the Event Service's figures")
@@ -282,7 +286,7 @@ def _tail(options: argparse.Namespace) -> int:
     if not subjects and not patterns:
         patterns = ["."]
         _say("no subject or pattern given: following every subject (--match .)")
-    sub = _open(options, QueueSubscriber)
+    sub = _open(options, functools.partial(QueueSubscriber, queuePolicy=options.full_queue))
     try:
         for kind, texts, method in (("subject", subjects, sub.subscribe), ("pattern", patterns, sub.subscribeMatch)):
             if texts:
@@ -306,9 +310,17 @@ def _tail(options: argparse.Namespace) -> int:
                 break
             print(format_event(event, options.json), flush=True)
             seen += 1
+        try:
+            dropped = sub.dropped_events()
+        except errors.PyroError:
+            dropped = 0  # the ES went away meanwhile: nothing to tell
+        if dropped:
+            _say(f"the Event Service dropped {dropped:,} events for this tail, which fell behind "
+                 f"(--full-queue {options.full_queue}; --full-queue block slows the publishers instead)")
     finally:
         sub.close()
     return EXIT_OK
+
 
 
 # -- stats and list ----------------------------------------------------------
