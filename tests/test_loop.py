@@ -1,6 +1,7 @@
 """The Event Service's event loop driven by a caller's own select loop (the daemon's sockets and events)."""
 from __future__ import annotations
 
+import contextlib
 import select
 import threading
 import time
@@ -10,62 +11,54 @@ from conftest import LOCALHOST, WAIT
 from eventservice.server.loop import _Alarm
 
 
-def test_own_select_loop_serves_publishes_and_deliveries(pyro_settings, nameserver, collectors):
-    """A program may drive the ES from its own loop: select on daemon.sockets, then daemon.events(ready).
-    Publishes are answered and events delivered (deliveries share the loop)."""
+@contextlib.contextmanager
+def own_loop(nameserver, only_when_ready: bool):
+    """An ES served from a select loop of the test's own, as a program does; yields nothing, stops it after.
+
+    ``only_when_ready``: call events() only when a socket is ready (Pyro3 programs do), not every 10 ms."""
     starter = eventservice.EventServiceStarter()
     starter.initialize(LOCALHOST, 0, useNameServer=True, nsHost=LOCALHOST, nsPort=nameserver.port)
     stop = threading.Event()
 
-    def own_loop():
+    def serve():
         daemon = starter.daemon
         while not stop.is_set():
-            ready, _, _ = select.select(daemon.sockets, [], [], 0.01)
-            daemon.events(ready)
+            ready, _, _ = select.select(daemon.sockets, [], [], 0.05 if only_when_ready else 0.01)
+            if ready or not only_when_ready:
+                daemon.events(ready)
 
-    thread = threading.Thread(target=own_loop, daemon=True)
+    thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     try:
+        yield
+    finally:
+        stop.set()
+        thread.join(WAIT)
+        starter.shutdown()
+
+
+def test_own_select_loop_serves_publishes_and_deliveries(pyro_settings, nameserver, collectors):
+    """A program may drive the ES from its own loop: select on daemon.sockets, then daemon.events(ready).
+    Publishes are answered and events delivered (deliveries share the loop)."""
+    with own_loop(nameserver, only_when_ready=False):
         subscriber = collectors()
         subscriber.subscribe("OWN.LOOP")
         with eventservice.Publisher() as publisher:
             for number in range(20):
                 assert publisher.publish("OWN.LOOP", number) == 1
         assert [event.msg for event in subscriber.take(20)] == list(range(20))
-    finally:
-        stop.set()
-        thread.join(WAIT)
-        starter.shutdown()
-
 
 
 def test_own_loop_that_serves_only_ready_sockets_gets_every_spaced_delivery(pyro_settings, nameserver, collectors):
     """Pyro3 programs call events() only when a socket is ready. Deliveries that wait for their round (back-to-back
     publishes share calls 2 ms apart) must still go out: the ES makes one of its sockets ready when they are due."""
-    starter = eventservice.EventServiceStarter()
-    starter.initialize(LOCALHOST, 0, useNameServer=True, nsHost=LOCALHOST, nsPort=nameserver.port)
-    stop = threading.Event()
-
-    def own_loop():
-        daemon = starter.daemon
-        while not stop.is_set():
-            ready, _, _ = select.select(daemon.sockets, [], [], 0.05)
-            if ready:  # never called just because time passed
-                daemon.events(ready)
-
-    thread = threading.Thread(target=own_loop, daemon=True)
-    thread.start()
-    try:
+    with own_loop(nameserver, only_when_ready=True):
         subscriber = collectors()
         subscriber.subscribe("OWN.BURST")
         with eventservice.Publisher() as publisher:
             for pair in range(10):  # the second of two back-to-back publishes waits for the round gap, then silence
                 assert [publisher.publish("OWN.BURST", 2 * pair + step) for step in range(2)] == [1, 1]
                 assert [event.msg for event in subscriber.take(2)] == [2 * pair, 2 * pair + 1]
-    finally:
-        stop.set()
-        thread.join(WAIT)
-        starter.shutdown()
 
 
 def test_alarm_rings_when_due_and_a_sooner_time_replaces_a_later_one():

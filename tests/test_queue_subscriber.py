@@ -23,6 +23,15 @@ def counter(stats: dict, name: str) -> int:
     return stats["counters"][name] if "counters" in stats else stats[name]
 
 
+def take_waiting(sub: QueueSubscriber, received: list) -> list:
+    """Append the messages of every event waiting in ``sub`` to ``received``; returns it."""
+    try:
+        while True:
+            received.append(sub.get(timeout=0).msg)
+    except queue.Empty:
+        return received
+
+
 def in_thread(target, *args) -> threading.Thread:
     thread = threading.Thread(target=target, args=args, daemon=True)
     thread.start()
@@ -235,16 +244,8 @@ def test_slow_consumer_back_pressure_reaches_the_es_drop_policy(start_es):
         wait_until(lambda: counter(es.stats(), "dropped") > 0, message="the ES dropping for the slow consumer")
         wait_until(lambda: sub.qsize() == sub.maxsize == 3, message="the local buffer full")
         received: list[int] = []
-
-        def drained() -> bool:
-            try:
-                while True:
-                    received.append(sub.get(timeout=0).msg)
-            except queue.Empty:
-                pass
-            return len(received) + counter(es.stats(), "dropped") == total
-
-        wait_until(drained, message="every event either received or dropped")
+        wait_until(lambda: len(take_waiting(sub, received)) + counter(es.stats(), "dropped") == total,
+                   message="every event either received or dropped")
         es._pyroRelease()
     assert received == sorted(received) and len(set(received)) == len(received)
     assert 3 <= len(received) < total
@@ -261,16 +262,7 @@ def test_a_reader_that_asks_for_drop_oldest_never_slows_publishers_and_learns_it
         for number in range(total):
             publisher.publish("QS.OLDEST", number)  # would park at the full queue under "block"
         received: list[int] = []
-
-        def drained() -> bool:
-            try:
-                while True:
-                    received.append(sub.get(timeout=0).msg)
-            except queue.Empty:
-                pass
-            return bool(received) and received[-1] == total - 1
-
-        wait_until(drained, message="the newest event at the reader")
+        wait_until(lambda: take_waiting(sub, received)[-1:] == [total - 1], message="the newest event at the reader")
         dropped = sub.dropped_events()
     assert received == sorted(received) and len(received) + dropped == total and dropped > 0, (received, dropped)
 
