@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import queue
+import socket
 import subprocess
 import sys
 import threading
@@ -30,6 +31,13 @@ def flat_stats(stats_or_service) -> dict:
     stats = stats_or_service if isinstance(stats_or_service, dict) else stats_or_service.stats()
     assert set(stats) == {"counters", "gauges"}, stats
     return {**stats["counters"], **stats["gauges"]}
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (just now)."""
+    with socket.socket() as sock:
+        sock.bind((LOCALHOST, 0))
+        return sock.getsockname()[1]
 
 
 def wait_until(predicate, timeout: float = WAIT, interval: float = 0.01, message: str = "condition") -> None:

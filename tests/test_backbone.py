@@ -9,7 +9,6 @@ import decimal
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,7 +17,7 @@ import pytest
 from Pyro5 import errors
 
 import eventservice
-from conftest import LOCALHOST, WAIT, flat_stats, read_line, wait_until
+from conftest import LOCALHOST, WAIT, flat_stats, free_port, read_line, wait_until
 from eventservice.core.config import Settings
 from eventservice.pyro import naming
 
@@ -35,11 +34,6 @@ if REDIS_SERVER is None:
     pytest.skip("redis-server is not installed (apt-get install redis-server); the backbone tests need a real one",
                 allow_module_level=True)
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOCALHOST, 0))
-        return sock.getsockname()[1]
 
 
 class RedisServer:

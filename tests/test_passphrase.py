@@ -12,7 +12,7 @@ from Pyro5.client import Proxy
 from Pyro5.server import Daemon, expose
 
 import eventservice
-from conftest import LOCALHOST, WAIT, read_line
+from conftest import LOCALHOST, WAIT, free_port, read_line
 from eventservice import PassphraseError
 from eventservice.pyro import naming
 from eventservice.pyro.auth import Authenticator, AuthProxy
@@ -24,12 +24,6 @@ PASSPHRASE = "secret"
 WIRE_PASSPHRASE = "Wire-Tap-Passphrase-7f3a9c"
 ES = "bin/es"
 
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on (just now)."""
-    with socket.socket() as sock:
-        sock.bind((LOCALHOST, 0))
-        return sock.getsockname()[1]
 
 
 class Relay:

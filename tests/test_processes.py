@@ -6,7 +6,6 @@ import os
 import re
 import select
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -16,7 +15,7 @@ from Pyro5 import errors
 from Pyro5.client import Proxy
 
 import eventservice
-from conftest import LOCALHOST, WAIT, bounded, flat_stats, read_line, wait_until
+from conftest import LOCALHOST, WAIT, bounded, flat_stats, free_port, read_line, wait_until
 
 pytestmark = pytest.mark.network
 
@@ -37,12 +36,6 @@ print("ready", flush=True)
 subscriber.listen()
 """
 
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on (just now)."""
-    with socket.socket() as sock:
-        sock.bind((LOCALHOST, 0))
-        return sock.getsockname()[1]
 
 
 def es_uri(process) -> str:

@@ -15,7 +15,7 @@ from Pyro5 import errors
 from Pyro5.client import Proxy
 
 import eventservice
-from conftest import LOCALHOST, WAIT, read_line
+from conftest import LOCALHOST, WAIT, free_port, read_line
 from eventservice.client.subscriber import SubscriberDaemon
 from test_examples import finish
 
@@ -26,11 +26,6 @@ ALLINONE = "examples/pyro3/allinone"
 STRESSTEST = "examples/pyro3/stresstest"
 DISTRIBUTED = "examples/pyro3/distributed"
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOCALHOST, 0))
-        return sock.getsockname()[1]
 
 
 class OwnLoop:

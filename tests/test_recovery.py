@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import logging
 import queue
-import socket
 import threading
 
 import pytest
 from Pyro5 import errors
 
 import eventservice
-from conftest import LOCALHOST, WAIT, flat_stats, read_line, wait_until
+from conftest import LOCALHOST, WAIT, flat_stats, free_port, read_line, wait_until
 
 pytestmark = pytest.mark.network
 
@@ -20,11 +19,6 @@ ES = "bin/es"
 #: the promise: subscriptions are back within this many seconds of the new ES being registered
 RECOVERY_BOUND = 5.0
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOCALHOST, 0))
-        return sock.getsockname()[1]
 
 
 def start_es_process(processes, port: int):

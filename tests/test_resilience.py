@@ -21,7 +21,7 @@ from Pyro5 import errors
 from Pyro5.client import Proxy
 
 import eventservice
-from conftest import LOCALHOST, WAIT, Collector, read_line, wait_until
+from conftest import LOCALHOST, WAIT, Collector, free_port, read_line, wait_until
 from eventservice.core.config import Settings
 from eventservice.pyro import naming
 from eventservice.pyro.auth import Authenticator
@@ -50,14 +50,6 @@ print("ready", flush=True)
 subscriber.listen()
 """
 
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on (just now)."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind((LOCALHOST, 0))
-        return sock.getsockname()[1]
 
 
 def start_name_server(processes, port: int) -> subprocess.Popen:
