@@ -99,13 +99,13 @@ class Client:
                 reached = True
                 result = self._invoke(method, args, serializer)
             except (errors.CommunicationError, errors.NamingError) as error:
+                if isinstance(error, (errors.TimeoutError, auth.PassphraseError)):
+                    raise
                 if reached and isinstance(error, errors.CommunicationError):
                     # a reachable ES dropped this very call again: it refuses the request (too large, say);
                     # waiting for it to come back would only delay the error by reconnectTimeout
                     raise errors.CommunicationError(f"the Event Service closed the connection on {method} again, "
                                                     f"right after it accepted a new one: {error}") from error
-                if isinstance(error, (errors.TimeoutError, auth.PassphraseError)):
-                    raise
                 remaining = deadline - time.monotonic()
                 if retry_for <= 0:
                     raise  # no patience asked for: the error as it is

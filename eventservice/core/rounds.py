@@ -33,6 +33,7 @@ class Rounds:
 
     __slots__ = (
         "events",
+        "gap",
         "idle_gap",
         "linger",
         "lingering",
@@ -40,7 +41,6 @@ class Rounds:
         "number",
         "pending",
         "round_seconds",
-        "gap",
         "started",
     )
 

@@ -124,7 +124,7 @@ class EventLoop:
         self.max_connections = max_connections
         self.direct_calls: dict[tuple[str, str], t.Callable[..., t.Any]] = {}
         #: methods whose calls run in a worker thread: always (None) or when the predicate holds for (args, kwargs)
-        self.blocking_methods: dict[str, CallPredicate | None] = {}
+        self.worker_methods: dict[str, CallPredicate | None] = {}
         self.sock = socketutil.create_socket(bind=(host, port), reuseaddr=pyro_config.SOCK_REUSE, timeout=None,
                                              noinherit=True, nodelay=pyro_config.SOCK_NODELAY)
         self.sock.setblocking(False)
@@ -423,7 +423,7 @@ class EventLoop:
                     else:
                         self._send_result(client, *self._call_direct(client, header.seq, function, args))
                     return
-        elif header.type == protocol.MSG_INVOKE and self.blocking_methods:
+        elif header.type == protocol.MSG_INVOKE and self.worker_methods:
             call = _call_of(header, payload)
         conn = client.conn
         conn.pending = raw
@@ -493,9 +493,9 @@ class EventLoop:
     # -- worker threads (requests that may block or take long) -------------------
 
     def _in_worker(self, method: str, args: t.Any, kwargs: t.Any) -> bool:
-        if method not in self.blocking_methods:
+        if method not in self.worker_methods:
             return False
-        when = self.blocking_methods[method]
+        when = self.worker_methods[method]
         try:
             return when is None or when(args, kwargs if isinstance(kwargs, dict) else {})
         except Exception:  # malformed arguments: the method itself refuses them, at once
@@ -716,7 +716,7 @@ class LoopDaemon(AuthDaemonMixin, Daemon):
     def serve_in_thread(self, method: str, when: CallPredicate | None = None) -> None:
         """Run calls of ``method`` (of any object) in a worker thread: it may block, or take long when ``when(args,
         kwargs)`` holds (checked on the loop, so it must be cheap). Calls of one connection still run in order."""
-        self.transportServer.blocking_methods[method] = when
+        self.transportServer.worker_methods[method] = when
 
     def wakeup(self) -> None:
         """Make a running requestLoop check its loop condition now."""
