@@ -234,13 +234,18 @@ class Processes:
         return process
 
     def stop_all(self) -> None:
-        for process in self.started:
-            if process.poll() is None:
-                process.kill()
-            try:
-                process.communicate(timeout=WAIT)
-            except (subprocess.TimeoutExpired, ValueError):
-                pass
+        kill_and_reap(self.started)
+
+
+def kill_and_reap(processes) -> None:
+    """Kill those of ``processes`` still running, and collect every one's exit (bounded: WAIT each)."""
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+        try:
+            process.communicate(timeout=WAIT)
+        except (subprocess.TimeoutExpired, ValueError):
+            pass
 
 
 @pytest.fixture

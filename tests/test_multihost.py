@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, WAIT, wait_until
+from conftest import ROOT, WAIT, kill_and_reap, wait_until
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
 
@@ -156,13 +156,7 @@ class Network:
         run("ip", "-n", self.prefix + role, "link", "set", "eth0", "up" if up else "down")
 
     def remove(self) -> None:
-        for process in reversed(self.processes):
-            if process.poll() is None:
-                process.kill()
-            try:
-                process.communicate(timeout=WAIT)
-            except (subprocess.TimeoutExpired, ValueError):
-                pass
+        kill_and_reap(reversed(self.processes))
         for name, lines in self.outputs.items():
             print(f"--- {name}, last lines:", *lines.lines[-5:], sep="\n    ")
         for name in reversed(self.made):
